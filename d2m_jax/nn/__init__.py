@@ -1,0 +1,6 @@
+"""Shared neural-network building blocks."""
+from d2m_jax.nn.init import torch_bias_init, torch_kernel_init, TorchDense
+from d2m_jax.nn.rnn import GRU, LSTM, gru_reference_numpy, lstm_reference_numpy, mixed_dot
+
+__all__ = ["torch_bias_init", "torch_kernel_init", "TorchDense", "GRU", "LSTM",
+           "gru_reference_numpy", "lstm_reference_numpy", "mixed_dot"]

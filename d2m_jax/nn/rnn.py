@@ -1,0 +1,292 @@
+"""GRU and LSTM layers as ``lax.scan`` with the input projection hoisted out of the scan.
+
+Semantics follow PyTorch's ``nn.GRU`` / ``nn.LSTM`` (batch_first=True) exactly, so parameter
+counts and numerics can be checked against the original systems:
+
+GRU, gate order (r, z, n)::
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = (1 - z) * n + z * h
+
+LSTM, gate order (i, f, g, o)::
+
+    i, f, o = sigmoid(.), g = tanh(.), of (W_i* x + b_i* + W_h* h + b_h*)
+    c' = f * c + i * g;  h' = o * tanh(c')
+
+Throughput: for every layer and direction the input projection ``x @ W_ih + b_ih`` for *all*
+time steps is one (B*T, D) x (D, G*H) matmul before the scan, so the scan body does a single
+(B, H) x (H, G*H) recurrent matmul per step. When the input is the same vector at every step
+(Dancing2Music's decoders repeat z 32 times) pass it with ``constant_input=True``: it is
+projected once, not T times.
+
+Parameters per layer and direction: ``w_ih`` (D, G*H), ``w_hh`` (H, G*H), ``b_ih`` (G*H,),
+``b_hh`` (G*H,) -- the same count as PyTorch (G = 3 for GRU, 4 for LSTM). Kernels are stored
+input-major (the transpose of PyTorch's ``weight_ih_l0``).
+
+Mixed precision: matmuls run in ``dtype`` (e.g. bfloat16); gate non-linearities and the carried
+state are float32; parameters are float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d2m_jax.nn.init import uniform_init
+
+Array = jax.Array
+
+
+def mixed_dot(x: Array, w: Array, dtype, spec: Optional[str] = None) -> Array:
+  """Matmul in the compute ``dtype`` with a float32 result.
+
+  (``preferred_element_type=float32`` on bfloat16 operands is not supported by XLA's CPU
+  backend, so the product is taken in ``dtype`` and cast; GPUs and TPUs accumulate bf16
+  products in float32 internally either way.)
+  """
+  x, w = x.astype(dtype), w.astype(dtype)
+  y = jnp.dot(x, w) if spec is None else jnp.einsum(spec, x, w)
+  return y.astype(jnp.float32)
+
+
+def _gru_cell(hproj_fn, xp, h):
+  """One GRU step given the hoisted input projection ``xp`` (B, 3H) and state ``h`` (B, H)."""
+  H = h.shape[-1]
+  hp = hproj_fn(h)
+  xp = xp.astype(jnp.float32)
+  r = jax.nn.sigmoid(xp[:, :H] + hp[:, :H])
+  z = jax.nn.sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
+  n = jnp.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
+  return (1.0 - z) * n + z * h
+
+
+def _lstm_cell(hproj_fn, xp, carry):
+  h, c = carry
+  H = h.shape[-1]
+  g = xp.astype(jnp.float32) + hproj_fn(h)
+  i = jax.nn.sigmoid(g[:, :H])
+  f = jax.nn.sigmoid(g[:, H:2 * H])
+  gg = jnp.tanh(g[:, 2 * H:3 * H])
+  o = jax.nn.sigmoid(g[:, 3 * H:])
+  c = f * c + i * gg
+  h = o * jnp.tanh(c)
+  return h, c
+
+
+def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
+                   reverse: bool = False, unroll: int = 1, dtype=jnp.float32,
+                   length: Optional[int] = None):
+  """Runs one recurrent layer/direction over time.
+
+  Args:
+    kind: "gru" or "lstm".
+    xproj: hoisted input projection, time-major (T, B, G*H); or (B, G*H) for a constant input,
+      in which case ``length`` gives T.
+    carry0: h0 (B, H) for GRU, (h0, c0) for LSTM; float32.
+    w_hh, b_hh: recurrent kernel (H, G*H) and bias (G*H,).
+    reverse: run from the last step to the first (outputs stay in input time order).
+    unroll: passed to ``lax.scan``.
+  Returns:
+    (outputs (T, B, H) float32, final carry).
+  """
+  w = w_hh
+  b = b_hh.astype(jnp.float32)
+
+  def hproj(h):
+    return mixed_dot(h, w, dtype) + b
+
+  cell = _gru_cell if kind == "gru" else _lstm_cell
+  if length is not None:  # constant input: project once, reuse at every step
+    const = xproj
+
+    def body(carry, _):
+      new = cell(hproj, const, carry)
+      h = new if kind == "gru" else new[0]
+      return new, h
+    carry, ys = jax.lax.scan(body, carry0, None, length=length, reverse=reverse, unroll=unroll)
+  else:
+    def body(carry, xp):
+      new = cell(hproj, xp, carry)
+      h = new if kind == "gru" else new[0]
+      return new, h
+    carry, ys = jax.lax.scan(body, carry0, xproj, reverse=reverse, unroll=unroll)
+  return ys, carry
+
+
+class _RNNBase(nn.Module):
+  """Shared multi-layer, optionally bidirectional recurrent stack (batch-major I/O)."""
+  hidden: int
+  num_layers: int = 1
+  bidirectional: bool = False
+  dropout_rate: float = 0.0  # between layers, as PyTorch's ``dropout``
+  unroll: int = 1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Optional[Callable] = None  # default: PyTorch U(+-1/sqrt(H)) for all weights
+  recurrent_init: Optional[Callable] = None
+  bias_init: Optional[Callable] = None
+
+  kind = "gru"
+  gates = 3
+
+  def _params(self, layer: int, direction: int, in_features: int):
+    G, H = self.gates, self.hidden
+    default = uniform_init(1.0 / math.sqrt(H))
+    sfx = f"l{layer}" + ("_reverse" if direction else "")
+    w_ih = self.param(f"w_ih_{sfx}", self.kernel_init or default, (in_features, G * H),
+                      self.param_dtype)
+    w_hh = self.param(f"w_hh_{sfx}", self.recurrent_init or default, (H, G * H),
+                      self.param_dtype)
+    b_ih = self.param(f"b_ih_{sfx}", self.bias_init or default, (G * H,), self.param_dtype)
+    b_hh = self.param(f"b_hh_{sfx}", self.bias_init or default, (G * H,), self.param_dtype)
+    return w_ih, w_hh, b_ih, b_hh
+
+  def _zero_carry(self, batch):
+    h = jnp.zeros((batch, self.hidden), jnp.float32)
+    return h if self.kind == "gru" else (h, h)
+
+  @nn.compact
+  def __call__(self, x: Array, initial_state=None, *, constant_input: bool = False,
+               length: Optional[int] = None, deterministic: bool = True):
+    """Runs the stack.
+
+    Args:
+      x: (B, T, D) inputs; or (B, D) with ``constant_input=True`` and ``length=T`` when the same
+        input is fed at every step (projected once).
+      initial_state: GRU: (L*dirs, B, H) like PyTorch's h0 (or None for zeros). LSTM: a pair
+        (h0, c0) of that shape.
+      deterministic: disables inter-layer dropout.
+    Returns:
+      outputs (B, T, dirs*H) float32 of the top layer, and the final state in PyTorch layout
+      ((L*dirs, B, H); a pair for LSTM).
+    """
+    dirs = 2 if self.bidirectional else 1
+    B = x.shape[0]
+    if constant_input:
+      if length is None:
+        raise ValueError("constant_input=True needs length=T")
+      T = length
+    else:
+      T = x.shape[1]
+    finals_h, finals_c = [], []
+    layer_in = x
+    for layer in range(self.num_layers):
+      outs = []
+      in_features = layer_in.shape[-1]
+      for d in range(dirs):
+        w_ih, w_hh, b_ih, b_hh = self._params(layer, d, in_features)
+        idx = layer * dirs + d
+        if initial_state is None:
+          carry0 = self._zero_carry(B)
+        elif self.kind == "gru":
+          carry0 = initial_state[idx].astype(jnp.float32)
+        else:
+          carry0 = (initial_state[0][idx].astype(jnp.float32),
+                    initial_state[1][idx].astype(jnp.float32))
+        wi = w_ih
+        if constant_input and layer == 0:
+          xp = mixed_dot(layer_in, wi, self.dtype) + b_ih
+          ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
+                                     unroll=self.unroll, dtype=self.dtype, length=T)
+        else:
+          # One matmul for every time step, then time-major for the scan.
+          xp = mixed_dot(layer_in, wi, self.dtype, "btd,dg->tbg") + b_ih
+          ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
+                                     unroll=self.unroll, dtype=self.dtype)
+        outs.append(ys)
+        if self.kind == "gru":
+          finals_h.append(carry)
+        else:
+          finals_h.append(carry[0])
+          finals_c.append(carry[1])
+      out = outs[0] if dirs == 1 else jnp.concatenate(outs, axis=-1)  # (T, B, dirs*H)
+      layer_in = jnp.transpose(out, (1, 0, 2))
+      if self.dropout_rate > 0 and layer < self.num_layers - 1:
+        layer_in = nn.Dropout(self.dropout_rate)(layer_in, deterministic=deterministic)
+    h_n = jnp.stack(finals_h)
+    if self.kind == "gru":
+      return layer_in, h_n
+    return layer_in, (h_n, jnp.stack(finals_c))
+
+
+class GRU(_RNNBase):
+  """PyTorch-equivalent multi-layer GRU (gate order r, z, n) as a hoisted ``lax.scan``."""
+  kind = "gru"
+  gates = 3
+
+
+class LSTM(_RNNBase):
+  """PyTorch-equivalent multi-layer LSTM (gate order i, f, g, o) as a hoisted ``lax.scan``."""
+  kind = "lstm"
+  gates = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# float64 numpy references (used by the tests; written from PyTorch's documented equations).
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def gru_reference_numpy(params: dict, x: np.ndarray, h0: Optional[np.ndarray] = None, *,
+                        num_layers: int = 1, bidirectional: bool = False):
+  """float64 GRU with PyTorch equations; ``params`` as produced by :class:`GRU`."""
+  return _reference("gru", params, x, h0, num_layers, bidirectional)
+
+
+def lstm_reference_numpy(params: dict, x: np.ndarray, state=None, *, num_layers: int = 1,
+                         bidirectional: bool = False):
+  """float64 LSTM with PyTorch equations; ``params`` as produced by :class:`LSTM`."""
+  return _reference("lstm", params, x, state, num_layers, bidirectional)
+
+
+def _reference(kind, params, x, state, num_layers, bidirectional):
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  x = np.asarray(x, np.float64)
+  B, T, _ = x.shape
+  dirs = 2 if bidirectional else 1
+  H = p["w_hh_l0"].shape[0]
+  finals_h, finals_c = [], []
+  inp = x
+  for layer in range(num_layers):
+    outs = []
+    for d in range(dirs):
+      sfx = f"l{layer}" + ("_reverse" if d else "")
+      wi, wh, bi, bh = p[f"w_ih_{sfx}"], p[f"w_hh_{sfx}"], p[f"b_ih_{sfx}"], p[f"b_hh_{sfx}"]
+      idx = layer * dirs + d
+      if state is None:
+        h = np.zeros((B, H)); c = np.zeros((B, H))
+      elif kind == "gru":
+        h = np.asarray(state[idx], np.float64); c = None
+      else:
+        h = np.asarray(state[0][idx], np.float64); c = np.asarray(state[1][idx], np.float64)
+      ys = np.zeros((T, B, H))
+      steps = range(T - 1, -1, -1) if d else range(T)
+      for t in steps:
+        gi = inp[:, t] @ wi + bi
+        gh = h @ wh + bh
+        if kind == "gru":
+          r = _sigmoid(gi[:, :H] + gh[:, :H])
+          z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+          n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+          h = (1 - z) * n + z * h
+        else:
+          g = gi + gh
+          i_, f_ = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
+          gg, o_ = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
+          c = f_ * c + i_ * gg
+          h = o_ * np.tanh(c)
+        ys[t] = h
+      outs.append(ys)
+      finals_h.append(h)
+      finals_c.append(c)
+    inp = np.transpose(np.concatenate(outs, -1), (1, 0, 2))
+  if kind == "gru":
+    return inp, np.stack(finals_h)
+  return inp, (np.stack(finals_h), np.stack(finals_c))

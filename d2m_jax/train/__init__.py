@@ -1,0 +1,1 @@
+"""The training engine: tasks, parallel step wrappers, loop, checkpoints, logging."""

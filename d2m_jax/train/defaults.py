@@ -1,0 +1,46 @@
+"""Fields every config shares. Each ``configs/<model>.py`` starts from :func:`base_config`.
+
+Configs are code (``ml_collections.ConfigDict``); every field can be overridden on the command
+line as ``--config.field=value``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """The input pipeline's fields (``config.data``); see ``d2m_jax.data.pipeline``."""
+  d = ml_collections.ConfigDict()
+  # 'synthetic' (the embedded procedural default, built on first use), 'music_to_dance'
+  # (the real mocap data, ../shared/data/music_to_dance) or 'openpose'.
+  d.source = "synthetic"
+  # Where raw data lives (None: the source's default location).
+  d.raw_dir = ml_collections.FieldReference(None, field_type=str)
+  # TFDS data_dir for the preprocessed datasets (None: $D2M_DATA_DIR or ~/.cache/d2m_jax/tfds).
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)
+  # Example kind: 'windows' (120-frame windows), 'units' (Dancing2Music 3-unit sequences) or
+  # 'sequences' (whole sequences).
+  d.kind = "windows"
+  d.batch_size = 32          # global batch, over all devices and processes
+  d.eval_batch_size = 32
+  d.shuffle_seed = 0
+  return d
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "style"                 # module under d2m_jax/tasks
+  c.seed = 0
+  c.dtype = "float32"              # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  c.parallel = "jit"               # 'jit' (NamedSharding, default) | 'shard_map' | 'pmap'
+  c.num_train_steps = 100
+  c.log_every_steps = 10
+  c.eval_every_steps = 50
+  c.num_eval_batches = 4
+  c.checkpoint_every_steps = 50
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+  c.data = data_config()
+  c.model = ml_collections.ConfigDict()
+  c.optim = ml_collections.ConfigDict()
+  return c

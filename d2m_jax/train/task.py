@@ -1,0 +1,63 @@
+"""The contract between a model family and the engine.
+
+A *task* is one trainable model family (the style classifier, the Dancing2Music decomposition
+stage, the phase-3 WGAN, ...). It lives in ``d2m_jax/tasks/<name>.py`` and exposes
+``make_task(config) -> Task``; ``config.task = "<name>"`` selects it (see
+:func:`d2m_jax.tasks.get_task`). The engine (``d2m_jax.train.loop``) owns everything else: the
+input pipeline, the mesh and the three parallel modes, jit with donation, checkpoints, resume,
+logging, NaN stop and SIGTERM.
+
+State: one pytree per model (a ``flax.struct.PyTreeNode``) holding at least ``step`` (int32
+scalar array) and ``rng`` (a PRNG key), plus parameters, optimiser states, EMA, batch statistics
+and the dataset normalisation statistics the model needs at generation time (so that a
+checkpoint is self-contained). GANs keep generator, critic, EMA and rng in the same state.
+
+Steps are pure per-device bodies: randomness comes from
+``jax.random.fold_in(state.rng, state.step)``; gradients, metrics and batch statistics go
+through :func:`d2m_jax.train.parallel_utils.pmean` with the ``axis_name`` given; the step
+returns the new state with ``step + 1`` and a dict of float32 scalar metrics (``"loss"`` is the
+one the engine checks for NaN/inf).
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Dict, Optional, Tuple
+
+import ml_collections
+import numpy as np
+
+Batch = Dict[str, Any]
+Metrics = Dict[str, Any]
+
+
+class Task(abc.ABC):
+  """One trainable model family. Subclasses set ``name`` and implement the abstract methods."""
+
+  name: str = "task"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def init_state(self, rng, batch: Batch, stats: Optional[Dict[str, np.ndarray]] = None):
+    """Builds the initial state from a PRNG key, one (host, numpy) batch and dataset stats."""
+
+  @abc.abstractmethod
+  def train_step(self, state, batch: Batch, axis_name: Optional[str] = None
+                 ) -> Tuple[Any, Metrics]:
+    """One optimisation step (all of this model's updates) on one batch."""
+
+  def eval_step(self, state, batch: Batch, axis_name: Optional[str] = None) -> Metrics:
+    """Evaluation metrics (batch means) on one batch. Default: none."""
+    return {}
+
+  @abc.abstractmethod
+  def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> Batch:
+    """A random batch with exactly the keys, shapes and dtypes the input pipeline yields.
+
+    Used by benchmarks (compute isolated from input) and by unit tests.
+    """
+
+  def flops_per_example(self) -> Optional[float]:
+    """Optional analytic FLOP count; benchmarks otherwise use XLA's cost analysis."""
+    return None
