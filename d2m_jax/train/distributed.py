@@ -215,14 +215,17 @@ def maybe_initialize(cfg: Any = None, **overrides) -> bool:
   """
   if cfg is not None and _get(cfg, "distributed") is not None:
     cfg = _get(cfg, "distributed")
-  spec = resolve(cfg, **overrides)
   if jax.distributed.is_initialized():
     # Second call (a test, a notebook, train + evaluate in one process): check it agrees.
-    if spec.num_processes is not None and spec.num_processes != jax.process_count():
+    wanted = overrides.get("num_processes")
+    wanted = _int_or_none(_get(cfg, "num_processes") if wanted is None else wanted,
+                          "distributed.num_processes")
+    if wanted is not None and wanted != jax.process_count():
       raise DistributedError(
           f"jax.distributed is already initialized with {jax.process_count()} processes, "
-          f"but {spec.num_processes} were requested")
+          f"but {wanted} were requested")
     return True
+  spec = resolve(cfg, **overrides)
   if not spec.initialize:
     logging.debug("jax.distributed not initialized: %s", spec.reason)
     return False
