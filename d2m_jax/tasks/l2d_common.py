@@ -1,0 +1,119 @@
+"""Helpers shared by the learn2dance and Kakashi tasks: contract-exact synthetic batches, the 2-D
+pose normalisation, optimisers, and loading a pose GAN's generator for the sequence GAN.
+
+No TensorFlow / librosa imports here (the data pipeline is imported lazily, only to read data).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import optax
+
+from d2m_jax.models.learn2dance import project_to_2d
+
+WINDOW_FRAMES = 120
+WAVEFORM_SAMPLES = 79360
+FEATURE_DIMS = {"d2m28": 28, "fact35": 35, "mfcc20": 20}
+SEQUENCE_FEATURE_DIMS = dict(FEATURE_DIMS, mel_tempogram512=512)
+
+
+def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+  """A random batch with the pipeline's keys/shapes/dtypes for ``config.data.kind``."""
+  kind = config.data.kind
+  P = config.model.joints * config.model.coords
+  B = batch_size
+  f32 = np.float32
+  if kind == "windows":
+    T = WINDOW_FRAMES
+    b = {"pose": rng.normal(size=(B, T, P)).astype(f32) * 20,
+         "root": rng.normal(size=(B, T, 3)).astype(f32),
+         "style": rng.integers(0, 4, size=(B,)).astype(np.int32),
+         "beat": (rng.random((B, T)) < 0.08).astype(f32),
+         "waveform": (rng.normal(size=(B, WAVEFORM_SAMPLES)) * 0.1).astype(f32)}
+    dims = FEATURE_DIMS
+  elif kind == "sequences":
+    T = int(config.data.max_frames)
+    b = {"pose": rng.normal(size=(B, T, P)).astype(f32) * 20,
+         "root": rng.normal(size=(B, T, 3)).astype(f32),
+         "style": rng.integers(0, 4, size=(B,)).astype(np.int32),
+         "length": rng.integers(T // 2, T + 1, size=(B,)).astype(np.int32),
+         "beat": (rng.random((B, T)) < 0.08).astype(f32)}
+    dims = SEQUENCE_FEATURE_DIMS
+  else:
+    raise ValueError(f"config.data.kind={kind!r}: these tasks read 'windows' or 'sequences'")
+  for name, d in dims.items():
+    b[name] = rng.normal(size=(B, T, d)).astype(f32)
+  return b
+
+
+def pose2d_stats(stats: Optional[dict], joints: int, coords: int):
+  """(mean (P2,), scale ()) for the 2-D poses: per-coordinate mean, one global scale (the mean
+  per-coordinate std), so distances keep their geometry. Identity-ish without stats."""
+  P2 = joints * 2
+  if stats is None or "pose_mean" not in stats:
+    return np.zeros((P2,), np.float32), np.float32(1.0)
+  mean = project_to_2d(np.asarray(stats["pose_mean"], np.float32), joints, coords)
+  std = project_to_2d(np.asarray(stats["pose_std"], np.float32), joints, coords)
+  return mean.astype(np.float32), np.float32(max(float(np.mean(std)), 1e-6))
+
+
+def feature_stats(stats: Optional[dict], name: str, dim: int):
+  """(mean, std) of a frame-feature set, or (0, 1) when no stats are given."""
+  if stats is None or f"{name}_mean" not in stats:
+    return np.zeros((dim,), np.float32), np.ones((dim,), np.float32)
+  return (np.asarray(stats[f"{name}_mean"], np.float32),
+          np.maximum(np.asarray(stats[f"{name}_std"], np.float32), 1e-6))
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """optax transform from ``config.optim``: name 'adam' | 'sgd', learning_rate, b1, b2,
+  momentum, clip_norm (0 = none)."""
+  name = optim.get("name", "adam")
+  lr = optim.learning_rate
+  if name == "adam":
+    tx = optax.adam(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999))
+  elif name == "sgd":
+    m = optim.get("momentum", 0.0)
+    tx = optax.sgd(lr, momentum=m if m else None)
+  else:
+    raise ValueError(f"config.optim.name={name!r}: expected 'adam' or 'sgd'")
+  clip = optim.get("clip_norm", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+
+
+def restore_raw_state(workdir: str) -> dict:
+  """The latest checkpoint under ``workdir`` as a raw pytree of numpy arrays (no target).
+
+  Uses the engine's checkpoint helper when it offers one, else orbax directly.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"{workdir}: not a directory (expected a pose-GAN workdir)")
+  import orbax.checkpoint as ocp
+  for sub in ("checkpoints", ""):
+    d = os.path.join(workdir, sub) if sub else workdir
+    if not os.path.isdir(d):
+      continue
+    try:
+      mgr = ocp.CheckpointManager(d)
+      step = mgr.latest_step()
+    except Exception:  # noqa: BLE001 - not a manager directory; try the next layout
+      continue
+    if step is None:
+      continue
+    try:
+      restored = mgr.restore(step)
+    except Exception:  # noqa: BLE001 - composite checkpoints need item names
+      restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    logging.info("restored %s step %d", d, step)
+    return _to_dict(restored)
+  raise FileNotFoundError(f"{workdir}: no orbax checkpoint found")
+
+
+def _to_dict(tree):
+  if hasattr(tree, "items"):
+    return {k: _to_dict(v) for k, v in tree.items()}
+  return tree
