@@ -1,0 +1,128 @@
+"""Building blocks shared by the three WGAN phases (music2dance, spec §1).
+
+Layout is channels-last (``(B, T, C)``, Flax's NWC) where the original is ``(B, C, T)``; the
+arithmetic (kernel, stride, padding, output length) is the same.
+
+Initialisation follows the original's ``initialize_weights``: Xavier-normal for every Linear and
+Conv kernel (and GRU weights, see :data:`GRU_INITS`), biases at PyTorch's default
+U(+-1/sqrt(fan_in)).
+
+Deliberate fix (spec §1.2): the original ``LinearBlock`` computes ``h = ReLU(BN1(fc1(x)))`` and
+then discards it, returning ``x + ReLU(BN2(fc2(x)))``. Here ``fc2`` takes ``h``. The original
+behaviour is kept behind ``parity_bug=True`` (``config.model.parity_residual_bug``) for
+comparisons; both variants have the same parameters.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from d2m_jax.nn.init import torch_bias_init
+
+XAVIER = nn.initializers.xavier_normal()
+# The original applies xavier_normal_ to GRU weights too (biases keep PyTorch's default).
+GRU_INITS = dict(kernel_init=XAVIER, recurrent_init=XAVIER)
+
+ACTIVATIONS = {
+    "id": lambda x: x,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+def linear(x, features: int, dtype=jnp.float32, name: Optional[str] = None):
+  """PyTorch ``nn.Linear`` with Xavier-normal weight (call inside a compact method)."""
+  return nn.Dense(features, dtype=dtype, kernel_init=XAVIER,
+                  bias_init=torch_bias_init(x.shape[-1]), name=name)(x)
+
+
+def conv1d(x, features: int, kernel: int, stride: int = 1, pad: int = 0, dtype=jnp.float32,
+           name: Optional[str] = None):
+  """PyTorch ``nn.Conv1d`` on channels-last input ``(B, T, C)``; Xavier-normal weight."""
+  fan_in = x.shape[-1] * kernel
+  return nn.Conv(features, (kernel,), strides=(stride,), padding=[(pad, pad)], dtype=dtype,
+                 kernel_init=XAVIER, bias_init=torch_bias_init(fan_in), name=name)(x)
+
+
+def batch_norm(x, train: bool, axis_name: Optional[str], name: Optional[str] = None):
+  """PyTorch ``BatchNorm1d`` defaults (eps 1e-5, momentum 0.1); statistics in float32 and
+  averaged over ``axis_name`` in the parallel modes."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=jnp.float32, axis_name=axis_name, name=name)(x)
+
+
+def conv_out_len(length: int, kernel: int, stride: int = 1, pad: int = 0) -> int:
+  return (length + 2 * pad - kernel) // stride + 1
+
+
+class LinearBlock(nn.Module):
+  """Residual MLP block ``x + ReLU(BN2(fc2(ReLU(BN1(fc1(x))))))`` (BN optional).
+
+  ``parity_bug=True`` reproduces the original (``fc2`` applied to ``x``; ``fc1``'s output
+  unused except for BN1's running statistics).
+  """
+  size: int
+  use_bn: bool = True
+  parity_bug: bool = False
+  dtype: Any = jnp.float32
+  axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    h = linear(x, self.size, self.dtype, name="fc1")
+    if self.use_bn:
+      h = batch_norm(h, train, self.axis_name, name="bn1")
+    h = jax.nn.relu(h)
+    o = linear(x if self.parity_bug else h, self.size, self.dtype, name="fc2")
+    if self.use_bn:
+      o = batch_norm(o, train, self.axis_name, name="bn2")
+    return x + jax.nn.relu(o)
+
+
+class FrameDecoder(nn.Module):
+  """Per-frame MLP ``Linear(in->size) BN ReLU -> nblocks x LinearBlock(BN) -> Linear(size->out)``.
+
+  Input ``(..., in)``; all leading axes are flattened for BatchNorm (as the original's
+  ``(B*T, in)`` reshape).
+  """
+  size: int
+  out: int
+  nblocks: int = 2
+  parity_bug: bool = False
+  dtype: Any = jnp.float32
+  axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    lead = x.shape[:-1]
+    h = x.reshape((-1, x.shape[-1]))
+    h = jax.nn.relu(batch_norm(linear(h, self.size, self.dtype, name="fc_in"), train,
+                               self.axis_name, name="bn_in"))
+    for i in range(self.nblocks):
+      h = LinearBlock(self.size, True, self.parity_bug, self.dtype, self.axis_name,
+                      name=f"block{i}")(h, train)
+    h = linear(h, self.out, self.dtype, name="fc_out")
+    return h.astype(jnp.float32).reshape(lead + (self.out,))
+
+
+class TemporalBlock(nn.Module):
+  """``x + ReLU(conv2(ReLU(conv1(x))))`` with same-length convolutions (k 7, pad 3)."""
+  channels: int
+  kernel: int = 7
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    p = (self.kernel - 1) // 2
+    h = jax.nn.relu(conv1d(x, self.channels, self.kernel, 1, p, self.dtype, name="conv1"))
+    h = conv1d(h, self.channels, self.kernel, 1, p, self.dtype, name="conv2")
+    return x + jax.nn.relu(h)
