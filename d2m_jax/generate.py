@@ -1,0 +1,277 @@
+"""Any song -> dance: decode, compute the features a model asks for, generate, save atomically.
+
+Library use::
+
+    from d2m_jax import generate
+    result = generate.generate_from_checkpoint("song.mp3", "runs/wgan", "out/song.npz",
+                                               num_samples=2, seed=0)
+
+or, with a task and state already in memory, :func:`prepare_music` + :func:`generate_dance` +
+:func:`save_dance`. The command line is ``launch/generate.py``.
+
+Pipeline (timed stage by stage in ``benchmarks/inference.py``):
+
+1. **decode** ``d2m_jax.data.audio.load_audio``: any file libsndfile decodes (wav, flac, ogg,
+   mp3), any rate, mono or stereo; bad input raises ``DataError`` naming the file;
+2. **features** the task's ``generation_features`` at the motion fps, one row per output frame
+   (``d2m_jax.data.features.compute_features``), ``waveform16k`` = the mono 16 kHz signal padded
+   or cut to exactly ``num_frames * 640`` samples, and music-beat frames
+   (``features.beat_frames``);
+3. **model** ``task.generate(state, feats, beats, num_frames, rng, num_samples)``: ONE batched call
+   for all samples; models handle any length by windows carrying state (Task contract);
+4. **save** a ``.npz`` written to a temporary name in the output folder and ``os.replace``d, so a
+   failure never leaves a half-written file.
+
+The output length is ``floor(duration_s * fps)`` frames: a 60 s song gives 1500 frames at 25 fps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from d2m_jax.data import skeleton as skel
+from d2m_jax.data.errors import DataError
+
+WAVE16K = "waveform16k"
+SAMPLES_PER_FRAME_16K = 640  # 16 kHz / 25 fps (the WGAN's audio stride)
+
+
+@dataclasses.dataclass
+class Music:
+  """A decoded song and the model inputs derived from it."""
+  path: str
+  wave: np.ndarray          # mono float32 at ``sr``
+  sr: int
+  fps: float
+  num_frames: int
+  feats: Dict[str, np.ndarray]
+  beats: np.ndarray         # music-beat frame indices (int64) at ``fps``
+  tempo_bpm: float
+  timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def duration(self) -> float:
+    return self.wave.shape[0] / float(self.sr)
+
+
+def num_frames_for(num_samples: int, sr: float, fps: float) -> int:
+  """Motion frames covering a song of ``num_samples`` audio samples: floor(duration * fps)."""
+  return int(np.floor(num_samples * fps / sr + 1e-6))
+
+
+def _load_audio(path: str):
+  from d2m_jax.data import audio  # pylint: disable=import-outside-toplevel
+  return audio.load_audio(path)
+
+
+def _resample(wave, sr, target):
+  try:
+    from d2m_jax.data.features import resample  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    from d2m_jax.data.audio import resample  # pylint: disable=import-outside-toplevel
+  return resample(wave, sr, target)
+
+
+def waveform16k(wave: np.ndarray, sr: int, num_frames: int) -> np.ndarray:
+  """Mono 16 kHz signal with exactly ``num_frames * 640`` samples (zero-padded or cut)."""
+  w = _resample(wave, sr, 16000)
+  n = num_frames * SAMPLES_PER_FRAME_16K
+  out = np.zeros(n, np.float32)
+  out[:min(n, w.shape[0])] = w[:n]
+  return out
+
+
+def music_beats(wave: np.ndarray, sr: int, fps: float, num_frames: int):
+  """Music-beat frame indices and tempo: the data layer's ``features.beat_frames``.
+
+  Falls back to ``librosa.beat.beat_track`` with a hop of one motion frame when the data layer
+  does not provide it (keeps generation usable while modules land).
+  """
+  try:
+    from d2m_jax.data.features import beat_frames  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    beat_frames = None
+  if beat_frames is not None:
+    frames, tempo = beat_frames(wave, sr, fps, num_frames)
+  else:
+    import librosa  # pylint: disable=import-outside-toplevel
+    target = 22050
+    w = _resample(wave, sr, target)
+    hop = int(round(target / fps))
+    tempo, frames = librosa.beat.beat_track(y=w, sr=target, hop_length=hop)
+    tempo = float(np.atleast_1d(tempo)[0])
+  frames = np.asarray(frames, np.int64)
+  return frames[(frames >= 0) & (frames < num_frames)], float(tempo)
+
+
+def prepare_music(path: str | os.PathLike, fps: float, feature_names: Sequence[str],
+                  *, max_seconds: Optional[float] = None, decoded=None) -> Music:
+  """Decodes ``path`` and computes the named features and the beats at ``fps``.
+
+  Raises ``DataError`` naming the file for anything wrong with the input (missing, empty,
+  corrupt, unsupported, silent, shorter than one motion frame). ``decoded`` = an already
+  decoded ``(wave, sr)`` of the same file.
+  """
+  path = os.fspath(path)
+  timings = {}
+  t0 = time.perf_counter()
+  wave, sr = _load_audio(path) if decoded is None else decoded
+  if max_seconds is not None:
+    wave = wave[:int(max_seconds * sr)]
+  timings["decode"] = time.perf_counter() - t0
+  num_frames = num_frames_for(wave.shape[0], sr, fps)
+  if num_frames < 2:
+    raise DataError(path, f"song too short: {wave.shape[0] / sr:.3f} s gives {num_frames} "
+                    f"motion frame(s) at {fps:g} fps")
+  t0 = time.perf_counter()
+  feats: Dict[str, np.ndarray] = {}
+  names = [n for n in feature_names if n != WAVE16K]
+  if names:
+    from d2m_jax.data import features  # pylint: disable=import-outside-toplevel
+    feats.update(features.compute_features(wave, sr, fps, num_frames, tuple(names)))
+    for n in names:
+      if feats[n].shape[0] != num_frames:
+        raise ValueError(f"feature {n!r} has {feats[n].shape[0]} rows, expected {num_frames}")
+  if WAVE16K in feature_names:
+    feats[WAVE16K] = waveform16k(wave, sr, num_frames)
+  beats, tempo = music_beats(wave, sr, fps, num_frames)
+  timings["features"] = time.perf_counter() - t0
+  return Music(path=path, wave=wave, sr=sr, fps=float(fps), num_frames=num_frames, feats=feats,
+               beats=beats, tempo_bpm=tempo, timings=timings)
+
+
+def task_fps(task) -> float:
+  return float(getattr(task, "fps", None) or skel.MOCAP_FPS)
+
+
+def skeleton_for(task, joints_shape) -> str:
+  """The skeleton name: ``task.skeleton`` if set, else inferred from (J, C)."""
+  name = getattr(task, "skeleton", None)
+  if name:
+    return name
+  j, c = joints_shape[-2:]
+  for k, v in skel.SKELETONS.items():
+    if len(v["joints"]) == j and v["dims"] == c:
+      return k
+  raise ValueError(f"no skeleton with {j} joints x {c} dims; set task.skeleton")
+
+
+def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int = 0):
+  """One batched ``task.generate`` call -> (num_samples, num_frames, J, C) float32 numpy."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if not hasattr(task, "generate"):
+    raise ValueError(f"task {getattr(task, 'name', task)!r} cannot generate dances "
+                     "(no generate method)")
+  rng = jax.random.PRNGKey(seed)
+  t0 = time.perf_counter()
+  joints = task.generate(state, music.feats, music.beats, music.num_frames, rng, num_samples)
+  joints = np.asarray(jax.block_until_ready(joints), np.float32)
+  music.timings["model"] = time.perf_counter() - t0
+  want = (num_samples, music.num_frames)
+  if joints.ndim != 4 or joints.shape[:2] != want:
+    raise ValueError(f"task.generate returned shape {joints.shape}, expected {want} + (J, C)")
+  if not np.all(np.isfinite(joints)):
+    raise ValueError("task.generate returned non-finite joints")
+  return joints
+
+
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+  """Calls ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace``s it."""
+  path = os.path.abspath(path)
+  folder = os.path.dirname(path)
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  try:
+    with open(tmp, mode) as f:
+      write(f)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def save_dance(out_path: str, joints: np.ndarray, *, fps: float, skeleton: str,
+               music: Optional[Music] = None, task_name: str = "", config=None,
+               checkpoint: str = "", seed: int = 0) -> str:
+  """Writes joints (N, T, J, C) and their metadata to ``out_path`` (.npz) atomically.
+
+  Keys: joints, fps, joint_names, skeleton, bones (+ mid_bones for mocap23), music_beats,
+  music_path, task, config (JSON), checkpoint, seed.
+  """
+  if not out_path.endswith(".npz"):
+    out_path += ".npz"
+  sk = skel.SKELETONS[skeleton]
+  payload = dict(
+      joints=np.asarray(joints, np.float32), fps=np.float32(fps),
+      joint_names=np.array(sk["joints"]), skeleton=np.array(skeleton),
+      bones=np.array(sk["bones"], np.int32), task=np.array(task_name),
+      config=np.array(config.to_json() if hasattr(config, "to_json") else json.dumps(config)),
+      checkpoint=np.array(os.fspath(checkpoint)), seed=np.int64(seed))
+  if skeleton == "mocap23":
+    payload["mid_bones"] = np.array(skel.MOCAP23_MID_BONES, np.int32)
+  if music is not None:
+    payload["music_beats"] = np.asarray(music.beats, np.int64)
+    payload["music_path"] = np.array(os.path.abspath(music.path))
+    payload["tempo_bpm"] = np.float32(music.tempo_bpm)
+  atomic_write(out_path, lambda f: np.savez(f, **payload))
+  return out_path
+
+
+def load_dance(path: str) -> Dict[str, Any]:
+  """Reads a ``save_dance`` file back into a dict (strings as str, scalars as Python numbers)."""
+  with np.load(path, allow_pickle=False) as z:
+    out = {}
+    for k in z.files:
+      v = z[k]
+      out[k] = v.item() if v.ndim == 0 else v
+  return out
+
+
+def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
+                             config=None, num_samples: int = 1, seed: int = 0,
+                             render: bool = False, step: Optional[int] = None,
+                             max_seconds: Optional[float] = None) -> Dict[str, Any]:
+  """The whole command: song file + training workdir -> .npz (and optionally .mp4/.gif).
+
+  The music is decoded FIRST (cheap, and the likeliest input error), then the checkpoint is
+  restored. Returns a dict with the output paths, shapes and per-stage timings.
+  """
+  # Decode before the (slow) restore so bad music fails fast and leaves nothing behind.
+  t0 = time.perf_counter()
+  decoded = _load_audio(music_path)
+  decode_s = time.perf_counter() - t0
+  from d2m_jax.train import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(checkpoint):
+    raise FileNotFoundError(f"{checkpoint}: checkpoint folder not found")
+  t0 = time.perf_counter()
+  state, config, task = ckpt.restore_state(checkpoint, config=config, step=step)
+  restore_s = time.perf_counter() - t0
+  fps = task_fps(task)
+  music = prepare_music(music_path, fps, tuple(getattr(task, "generation_features", ())),
+                        max_seconds=max_seconds, decoded=decoded)
+  music.timings["decode"] = decode_s
+  music.timings["restore"] = restore_s
+  joints = generate_dance(task, state, music, num_samples=num_samples, seed=seed)
+  sk = skeleton_for(task, joints.shape)
+  out = save_dance(out_path, joints, fps=fps, skeleton=sk, music=music,
+                   task_name=getattr(task, "name", str(config.task)), config=config,
+                   checkpoint=checkpoint, seed=seed)
+  result = dict(npz=out, shape=joints.shape, fps=fps, skeleton=sk, timings=music.timings)
+  if render:
+    from d2m_jax import render as rnd  # pylint: disable=import-outside-toplevel
+    t0 = time.perf_counter()
+    stem = out[:-len(".npz")]
+    videos = []
+    for i in range(num_samples):
+      suffix = "" if num_samples == 1 else f"_{i}"
+      videos.append(rnd.render_dance(joints[i], skeleton=sk, fps=fps,
+                                     out_mp4=f"{stem}{suffix}.mp4", out_gif=f"{stem}{suffix}.gif",
+                                     music_path=music_path, beats=music.beats))
+    music.timings["render"] = time.perf_counter() - t0
+    result["videos"] = videos
+  return result

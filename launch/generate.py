@@ -1,0 +1,68 @@
+r"""Any song -> dance joints (.npz), and optionally a stick-figure video with the music.
+
+    python launch/generate.py --music=song.mp3 --checkpoint=runs/wgan_audio \
+        --out=out/song.npz [--num_samples=2 --seed=0 --render] [--config=configs/wgan_audio.py]
+
+* ``--music``: any file libsndfile decodes (mp3, wav, ogg, flac; any rate; mono or stereo), any
+  length (a 5-minute song works: models generate in windows that carry state).
+* ``--checkpoint``: a training workdir of ``launch/train.py`` (its ``config.json`` is used unless
+  ``--config`` is given; ``--config.field=value`` overrides work as in training).
+* ``--out``: the ``.npz`` (joints (N, T, J, C), fps, joint names, skeleton, bones, music beats, the
+  task and config used), written atomically. ``--render`` adds ``OUT.mp4`` (H.264 + the music) and
+  ``OUT.gif`` next to it (``OUT_<i>.*`` per sample when N > 1).
+
+Bad input (missing/corrupt/empty/unsupported music, missing checkpoint) prints one line naming the
+file and the problem and exits with status 2; no output file is left behind.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("music", None, "Song file (mp3, wav, ogg, flac, ...).")
+flags.DEFINE_string("checkpoint", None, "Training workdir holding checkpoints/ and config.json.")
+flags.DEFINE_string("out", None, "Output .npz path.")
+flags.DEFINE_integer("num_samples", 1, "Dances to generate for the song (one batched call).")
+flags.DEFINE_integer("seed", 0, "PRNG seed.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_bool("render", False, "Also write OUT.mp4 (with the music) and OUT.gif.")
+config_flags.DEFINE_config_file("config", None, "Config file (default: the workdir's).",
+                                lock_config=False)
+flags.mark_flags_as_required(["music", "checkpoint", "out"])
+
+
+def main(argv):
+  del argv
+  from d2m_jax import generate  # pylint: disable=import-outside-toplevel
+  from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from d2m_jax.render import FFmpegNotFound  # pylint: disable=import-outside-toplevel
+  if FLAGS.num_samples < 1:
+    print("error: --num_samples must be >= 1", file=sys.stderr)
+    return 2
+  try:
+    result = generate.generate_from_checkpoint(
+        FLAGS.music, FLAGS.checkpoint, FLAGS.out, config=FLAGS.config,
+        num_samples=FLAGS.num_samples, seed=FLAGS.seed, render=FLAGS.render, step=FLAGS.step)
+  except DataError as e:
+    print(f"error: bad music input: {e}", file=sys.stderr)
+    return 2
+  except (FileNotFoundError, FFmpegNotFound) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  timings = {k: round(v, 3) for k, v in result["timings"].items()}
+  print(json.dumps(dict(out=result["npz"], shape=list(result["shape"]), fps=result["fps"],
+                        skeleton=result["skeleton"], videos=result.get("videos"),
+                        timings_s=timings), default=str))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
