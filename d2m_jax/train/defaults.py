@@ -40,6 +40,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 50
   c.keep_checkpoints = 3
   c.async_checkpoints = True
+  # Engine (d2m_jax/train/loop.py) knobs; 0 devices = all of them.
+  c.num_devices = 0
+  c.eval_split = "validation"                    # periodic evaluation
+  c.final_eval_splits = ("validation", "test")   # evaluated at the end of training
+  c.debug_nan_step = -1                          # >= 0: feed NaN inputs at that step (tests)
   c.data = data_config()
   c.model = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict()

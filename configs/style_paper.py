@@ -1,0 +1,34 @@
+"""Music style classifier, the paper's model (NVlabs ``AudioClassifier_rnn``): GRU-30, 30 frames.
+
+Run (embedded synthetic default):
+  python launch/train.py --config=configs/style_paper.py --workdir=/tmp/style_paper
+Real data (splits by sequence):
+  python launch/train.py --config=configs/style_paper.py --workdir=/tmp/style_paper_real \
+      --config.data.source=music_to_dance
+Expected: see README (style classifier results): time and per-class accuracy measured on the
+2-core CPU; the eval output (eval.json) has the test-split confusion matrix.
+6,453 parameters with ``--config.model.num_classes=3`` (the original's 3 classes); 6,484 for 4.
+"""
+from d2m_jax.train.defaults import base_config
+
+
+def get_config():
+  c = base_config()
+  c.task = "style"
+  c.model.hidden = 30
+  c.model.num_layers = 1
+  c.model.num_classes = 4          # C, R, T, W
+  c.model.project = False          # the GRU output is the style vector
+  c.model.head_relu_first = False
+  c.model.dropout_rate = 0.0       # the original's dropouts are commented out
+  c.model.num_frames = 30
+  c.optim.learning_rate = 2e-4
+  c.data.kind = "windows"
+  c.data.batch_size = 64
+  c.data.eval_batch_size = 64
+  c.num_train_steps = 3000
+  c.log_every_steps = 100
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.num_eval_batches = 0           # all of the split
+  return c

@@ -1,0 +1,170 @@
+"""Music style classification (``config.task = "style"``): the Dancing2Music style extractor.
+
+Reads kind "windows" batches and uses only ``d2m28`` (B, 120, 28) and ``style`` (B,). The
+``config.model.num_frames`` frames (30 paper / 59 improved) are cropped ON DEVICE: a random
+offset per example in training, the centred crop in evaluation. Features are z-scored with the
+train split's ``d2m28_mean/_std`` (kept in the state, so a checkpoint is self-contained).
+
+Loss: cross-entropy; optimiser Adam (``config.optim.learning_rate``, 2e-4 as WeiyuDu's
+``model_style.py``). Metrics: loss, accuracy. Evaluation also returns the confusion matrix
+(true class x predicted class counts) and per-class accuracy (``finalize_eval``).
+
+Parallel modes: the crop offsets are drawn for the GLOBAL batch and each device takes its rows
+(``axis_index``), so jit, shard_map and pmap see identical crops and give identical parameters.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from d2m_jax.data.skeleton import STYLES
+from d2m_jax.models import style as style_model
+from d2m_jax.train.parallel_utils import pmean, psum
+from d2m_jax.train.task import Task
+
+WINDOW = 120
+WAVE_SAMPLES = 79360
+
+
+class StyleState(flax.struct.PyTreeNode):
+  step: jax.Array
+  rng: jax.Array
+  params: Any
+  opt_state: Any
+  feat_mean: jax.Array   # (28,) d2m28 train mean
+  feat_std: jax.Array    # (28,) d2m28 train std
+
+
+def _crop(feats, offsets, length):
+  """Per-example crop: feats (B, T, D), offsets (B,) -> (B, length, D)."""
+  return jax.vmap(lambda f, o: jax.lax.dynamic_slice_in_dim(f, o, length, axis=0))(feats, offsets)
+
+
+def _local_rows(x_global, local_batch, axis_name):
+  """This device's rows of a per-example array drawn for the global batch."""
+  if axis_name is None:
+    return x_global
+  idx = jax.lax.axis_index(axis_name)
+  return jax.lax.dynamic_slice_in_dim(x_global, idx * local_batch, local_batch, axis=0)
+
+
+class StyleTask(Task):
+  name = "style"
+
+  def __init__(self, config):
+    super().__init__(config)
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    self.model = style_model.from_config(config.model, dtype)
+    self.num_frames = int(config.model.num_frames)
+    if not 1 <= self.num_frames <= WINDOW:
+      raise ValueError(f"config.model.num_frames={self.num_frames} must be in [1, {WINDOW}]")
+    self.num_classes = int(config.model.num_classes)
+    self.tx = optax.adam(float(config.optim.learning_rate))
+
+  # ---- state ---------------------------------------------------------------------------------
+  def init_state(self, rng, batch, stats=None):
+    init_rng, state_rng = jax.random.split(rng)
+    feats = jnp.zeros((1, self.num_frames, 28), jnp.float32)
+    params = self.model.init(init_rng, feats)["params"]
+    if stats is not None and "d2m28_mean" in stats:
+      mean = jnp.asarray(stats["d2m28_mean"], jnp.float32)
+      std = jnp.maximum(jnp.asarray(stats["d2m28_std"], jnp.float32), 1e-6)
+    else:
+      mean, std = jnp.zeros((28,), jnp.float32), jnp.ones((28,), jnp.float32)
+    return StyleState(step=jnp.zeros((), jnp.int32), rng=state_rng, params=params,
+                      opt_state=self.tx.init(params), feat_mean=mean, feat_std=std)
+
+  # ---- steps ---------------------------------------------------------------------------------
+  def _inputs(self, state, batch, offsets):
+    feats = (batch["d2m28"].astype(jnp.float32) - state.feat_mean) / state.feat_std
+    return _crop(feats, offsets, self.num_frames)
+
+  def train_step(self, state, batch, axis_name=None):
+    rng = jax.random.fold_in(state.rng, state.step)
+    crop_rng, drop_rng = jax.random.split(rng)
+    local_b, T = batch["d2m28"].shape[:2]
+    n_dev = 1 if axis_name is None else jax.lax.psum(1, axis_name)
+    offsets = jax.random.randint(crop_rng, (local_b * n_dev,), 0, T - self.num_frames + 1)
+    offsets = _local_rows(offsets, local_b, axis_name)
+    x = self._inputs(state, batch, offsets)
+    labels = batch["style"].astype(jnp.int32)
+    if axis_name is not None:  # distinct dropout masks per device
+      drop_rng = jax.random.fold_in(drop_rng, jax.lax.axis_index(axis_name))
+
+    def loss_fn(params):
+      logits = self.model.apply({"params": params}, x, deterministic=False,
+                                rngs={"dropout": drop_rng})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = pmean(grads, axis_name)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+    metrics = pmean({"loss": loss, "accuracy": acc}, axis_name)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def logits(self, state, feats_window):
+    """Logits for (B, >=num_frames, 28) raw d2m28 frames (the centred crop)."""
+    B, T = feats_window.shape[:2]
+    offsets = jnp.full((B,), (T - self.num_frames) // 2, jnp.int32)
+    x = self._inputs(state, {"d2m28": feats_window}, offsets)
+    return self.model.apply({"params": state.params}, x, deterministic=True)
+
+  def eval_step(self, state, batch, axis_name=None):
+    logits = self.logits(state, batch["d2m28"])
+    labels = batch["style"].astype(jnp.int32)
+    mask = batch.get("eval_mask")
+    mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    pred = jnp.argmax(logits, -1)
+    n = psum(mask.sum(), axis_name)
+    loss = psum((ce * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
+    acc = psum(((pred == labels) * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
+    onehot_t = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
+    onehot_p = jax.nn.one_hot(pred, self.num_classes)
+    confusion = psum(onehot_t.T @ onehot_p, axis_name)  # [true, predicted] counts
+    return {"loss": loss, "accuracy": acc, "confusion": confusion}
+
+  def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """Per-class accuracy from the summed confusion matrix (exact over all eval examples)."""
+    conf = np.asarray(metrics["confusion"], np.float64)
+    support = conf.sum(1)
+    per_class = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
+    names = list(STYLES[:self.num_classes]) if self.num_classes <= len(STYLES) else \
+        [str(i) for i in range(self.num_classes)]
+    out = {"confusion": conf.astype(np.int64).tolist(), "class_names": names,
+           "class_support": support.astype(np.int64).tolist(),
+           "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class]}
+    if conf.sum() > 0:
+      out["accuracy"] = float(np.trace(conf) / conf.sum())
+    for name, a in zip(names, per_class):
+      if not np.isnan(a):
+        out[f"accuracy_{name}"] = float(a)
+    return out
+
+  # ---- synthetic data ------------------------------------------------------------------------
+  def synthetic_batch(self, batch_size, rng):
+    pose_dim = int(self.config.data.get("pose_dim", 69)) if hasattr(self.config.data, "get") \
+        else 69
+    f32 = np.float32
+    return {
+        "pose": rng.standard_normal((batch_size, WINDOW, pose_dim)).astype(f32),
+        "root": rng.standard_normal((batch_size, WINDOW, 3)).astype(f32),
+        "style": rng.integers(0, self.num_classes, (batch_size,)).astype(np.int32),
+        "d2m28": rng.standard_normal((batch_size, WINDOW, 28)).astype(f32),
+        "fact35": rng.standard_normal((batch_size, WINDOW, 35)).astype(f32),
+        "mfcc20": rng.standard_normal((batch_size, WINDOW, 20)).astype(f32),
+        "beat": (rng.random((batch_size, WINDOW)) < 0.08).astype(f32),
+        "waveform": (0.1 * rng.standard_normal((batch_size, WAVE_SAMPLES))).astype(f32),
+    }
+
+
+def make_task(config) -> StyleTask:
+  return StyleTask(config)
