@@ -134,8 +134,8 @@ class WGANTask(Task):
     """-> (real, cond): normalised real data and conditioning, leading axis n_critic."""
     raise NotImplementedError
 
-  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, train=True):
-    """-> (fake like real slice, new generator batch_stats)."""
+  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, num, train=True):
+    """-> (``num`` fakes shaped like a real slice, new generator batch_stats)."""
     raise NotImplementedError
 
   def critic_scores(self, d_params, x, cond, rng):
@@ -192,7 +192,8 @@ class WGANTask(Task):
   def critic_step(self, state: WGANState, real, cond, rng, axis_name=None):
     """One critic update on one slice (the generator's fakes are detached)."""
     k_fake, k_pair, k_pen = jax.random.split(rng, 3)
-    fake, g_bs = self.sample_fake(state.g_params, state.g_batch_stats, cond, k_fake, axis_name)
+    fake, g_bs = self.sample_fake(state.g_params, state.g_batch_stats, cond, k_fake, axis_name,
+                                  real.shape[0])
     fake = jax.lax.stop_gradient(fake)
 
     def loss_fn(d_params):
@@ -213,7 +214,8 @@ class WGANTask(Task):
     k_fake, k_d = jax.random.split(rng)
 
     def loss_fn(g_params):
-      fake, g_bs = self.sample_fake(g_params, state.g_batch_stats, cond, k_fake, axis_name)
+      fake, g_bs = self.sample_fake(g_params, state.g_batch_stats, cond, k_fake, axis_name,
+                                    real.shape[0])
       adv = -jnp.mean(self.critic_scores(state.d_params, fake, cond, k_d))
       reg, reg_metrics = self.gen_regulariser(fake, real, cond)
       return adv + reg, (g_bs, adv, reg_metrics)
@@ -254,7 +256,7 @@ class WGANTask(Task):
     real, cond = self.prepare(batch, state.stats, k)
     real, cond = _slice_tree(real, -1), _slice_tree(cond, -1)
     fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, cond, k, axis_name,
-                               train=False)
+                               real.shape[0], train=False)
     d_real, d_fake = self.critic_pair(state.d_params, real, fake, cond, None)
     m = {"w_dist": jnp.mean(d_real) - jnp.mean(d_fake)}
     m.update(self.eval_extra(real, fake, cond))

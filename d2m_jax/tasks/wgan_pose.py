@@ -77,10 +77,9 @@ class WGANPoseTask(WGANTask):
     idx = jax.random.choice(rng, frames.shape[0], (n * b,), replace=False)
     return frames[idx].reshape(n, b, -1), {}
 
-  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, train=True, num=None):
+  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, num, train=True):
     k_z, k_d = jax.random.split(rng)
     P = g_params["fc_out"]["kernel"].shape[-1]
-    num = num or int(self.config.model.batch_size)
     z = jax.random.normal(k_z, (num, self.config.model.latent))
     return apply_generator(self._gen(axis_name, P), g_params, g_batch_stats, (z,), k_d, train)
 
@@ -91,8 +90,8 @@ class WGANPoseTask(WGANTask):
 
   def sample(self, state, rng, num: int):
     """``num`` poses in data units, (num, P)."""
-    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, {}, rng, None, train=False,
-                               num=num)
+    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, {}, rng, None, num,
+                               train=False)
     return np.asarray(minmax_denormalise(fake, state.stats))
 
 
