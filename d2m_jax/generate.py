@@ -124,7 +124,17 @@ def prepare_music(path: str | os.PathLike, fps: float, feature_names: Sequence[s
   if max_seconds is not None:
     wave = wave[:int(max_seconds * sr)]
   timings["decode"] = time.perf_counter() - t0
-  num_frames = num_frames_for(wave.shape[0], sr, fps)
+  music = music_from_wave(wave, sr, fps, feature_names, path=path)
+  music.timings["decode"] = timings["decode"]
+  return music
+
+
+def music_from_wave(wave: np.ndarray, sr: int, fps: float, feature_names: Sequence[str], *,
+                    num_frames: Optional[int] = None, path: str = "<waveform>",
+                    beats: Optional[np.ndarray] = None) -> Music:
+  """Features and beats of an in-memory mono waveform (``num_frames``: default the song's)."""
+  if num_frames is None:
+    num_frames = num_frames_for(wave.shape[0], sr, fps)
   if num_frames < 2:
     raise DataError(path, f"song too short: {wave.shape[0] / sr:.3f} s gives {num_frames} "
                     f"motion frame(s) at {fps:g} fps")
@@ -139,10 +149,13 @@ def prepare_music(path: str | os.PathLike, fps: float, feature_names: Sequence[s
         raise ValueError(f"feature {n!r} has {feats[n].shape[0]} rows, expected {num_frames}")
   if WAVE16K in feature_names:
     feats[WAVE16K] = waveform16k(wave, sr, num_frames)
-  beats, tempo = music_beats(wave, sr, fps, num_frames)
-  timings["features"] = time.perf_counter() - t0
+  if beats is None:
+    beats, tempo = music_beats(wave, sr, fps, num_frames)
+  else:
+    tempo = float("nan")
+  timings = {"features": time.perf_counter() - t0}
   return Music(path=path, wave=wave, sr=sr, fps=float(fps), num_frames=num_frames, feats=feats,
-               beats=beats, tempo_bpm=tempo, timings=timings)
+               beats=np.asarray(beats, np.int64), tempo_bpm=tempo, timings=timings)
 
 
 def task_fps(task) -> float:

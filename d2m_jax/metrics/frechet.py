@@ -11,6 +11,7 @@ Sources (definitions only; see ../shared/specs/metrics.md §1.3):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -37,7 +38,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   if mu1.shape != mu2.shape or s1.shape != s2.shape:
     raise ValueError(f"shape mismatch: {mu1.shape} vs {mu2.shape}, {s1.shape} vs {s2.shape}")
   diff = mu1 - mu2
-  covmean = scipy.linalg.sqrtm(s1 @ s2)
+  with warnings.catch_warnings():  # singular products are expected with few samples
+    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
   if not np.isfinite(covmean).all():
     offset = np.eye(s1.shape[0]) * eps
     covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))

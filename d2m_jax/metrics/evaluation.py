@@ -1,0 +1,188 @@
+"""The evaluation protocol behind ``launch/evaluate.py``: clips, reference set, rows, table.
+
+Fixed protocol (so numbers are comparable run to run; constants below):
+
+* **Data**: the real mocap data (``config.data.source = "music_to_dance"``), split by sequence
+  with the data layer's deterministic ``assign_splits`` (seed 0, the pipeline's split).
+* **Clips**: non-overlapping ``CLIP_FRAMES`` = 250 frames (10 s at 25 fps) from the start of each
+  sequence, at most ``MAX_CLIPS_PER_SEQUENCE`` = 12 per sequence (long rumbas do not dominate).
+* **Reference ("GT")**: all clips of the TRAIN split. Kinetic/geometric features of every row are
+  z-scored with the reference's mean/std; FID_k/FID_g are Fréchet distances to the reference
+  (the Dancing2Music convention, FID against the training data, issue #2).
+* **Rows**: ``real test`` = the test split's own clips (real-vs-real: the floor a model can
+  reach); one row per model: a dance generated for the WHOLE music span of every test sequence
+  (one ``task.generate`` call per sequence, seed ``SEED`` = 0, 1 sample), cut into the same clips.
+* **Per-row metrics**: FID_k, FID_g, Div_k, Div_g (mean pairwise distance of the row's normalised
+  features), BAS with the motion-beat convention (default) and the music-beat convention, PFC
+  (needs a root trajectory: real data only; generators output root-relative joints), style
+  consistency (accuracy of the ``dance_style`` classifier against the music's style label) and
+  FID over that classifier's features (FID_cls), when a classifier checkpoint is given.
+
+With few test sequences the feature covariances are rank-deficient (fewer clips than feature
+dimensions): the Fréchet distance then uses the eps fallback and the numbers carry large sampling
+noise; the table reports the clip counts next to them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from d2m_jax.metrics import beats as beats_lib
+from d2m_jax.metrics import foot_contact, frechet, geometric, kinetic
+
+CLIP_FRAMES = 250
+MAX_CLIPS_PER_SEQUENCE = 12
+SEED = 0
+FPS = 25.0
+
+
+@dataclasses.dataclass
+class EvalSequence:
+  name: str
+  style: int
+  pose: np.ndarray                 # (T, J, C) root-relative
+  root: Optional[np.ndarray]       # (T, 3) or None
+  beats: np.ndarray                # music-beat frames
+  wave: Optional[np.ndarray] = None
+  sr: Optional[int] = None
+
+
+def clip_starts(num_frames: int, clip: int = CLIP_FRAMES,
+                max_clips: int = MAX_CLIPS_PER_SEQUENCE) -> List[int]:
+  return list(range(0, num_frames - clip + 1, clip))[:max_clips]
+
+
+def load_real_sequences(raw_dir: str, splits: Sequence[str] = ("train", "test"), *,
+                        split_seed: int = 0, audio_splits: Sequence[str] = ("test",),
+                        log=print) -> Dict[str, List[EvalSequence]]:
+  """Real mocap sequences by split (audio + beats decoded for ``audio_splits`` only)."""
+  from d2m_jax.data import examples, features, readers  # pylint: disable=import-outside-toplevel
+  dirs = readers.list_mocap_sequences(raw_dir)
+  names = [os.path.basename(d) for d in dirs]
+  styles = [readers.style_of(n) for n in names]
+  split_of = examples.assign_splits(names, styles, seed=split_seed)
+  out: Dict[str, List[EvalSequence]] = {s: [] for s in splits}
+  t0 = time.perf_counter()
+  for d, n in zip(dirs, names):
+    sp = split_of[n]
+    if sp not in splits:
+      continue
+    want_audio = sp in audio_splits
+    seq = readers.read_mocap_sequence(d, load_audio=want_audio)
+    if want_audio and not seq.has_audio:
+      continue  # motion-only sequences cannot be generated for
+    beats = np.zeros((0,), np.int64)
+    if seq.has_audio:
+      beats, _ = features.beat_frames(seq.wave, seq.sr, seq.fps, seq.num_frames)
+    out[sp].append(EvalSequence(n, seq.style, np.asarray(seq.pose, np.float32),
+                                np.asarray(seq.root, np.float32), beats, seq.wave, seq.sr))
+  log(f"loaded {', '.join(f'{k}: {len(v)}' for k, v in out.items())} sequences "
+      f"in {time.perf_counter() - t0:.1f} s")
+  return out
+
+
+@dataclasses.dataclass
+class ClipSet:
+  """Per-clip features of one row."""
+  kinetic: np.ndarray       # (N, 3J)
+  geometric: Optional[np.ndarray]  # (N, 32) or None (2D)
+  bas_motion: np.ndarray    # (N,)
+  bas_music: np.ndarray     # (N,)
+  pfc: Optional[np.ndarray]  # (N,) or None
+  styles: np.ndarray        # (N,) music style labels
+  clips: np.ndarray         # (N, CLIP, J, C) for the classifier
+
+
+def clip_features(dances: Sequence[np.ndarray], seqs: Sequence[EvalSequence], *,
+                  roots: Optional[Sequence[Optional[np.ndarray]]] = None) -> ClipSet:
+  """Cuts each dance (aligned with its sequence's music) into protocol clips and featurises."""
+  kin, geo, bm, bmu, pfc, sty, clips = [], [], [], [], [], [], []
+  have_root = roots is not None and all(r is not None for r in roots)
+  for i, (dance, seq) in enumerate(zip(dances, seqs)):
+    dance = np.asarray(dance, np.float64).reshape(dance.shape[0], seq.pose.shape[1], -1)
+    is_3d = dance.shape[-1] == 3 and dance.shape[1] == 23
+    for s in clip_starts(dance.shape[0]):
+      c = dance[s:s + CLIP_FRAMES]
+      kin.append(kinetic.kinetic_features(c, FPS))
+      if is_3d:
+        geo.append(geometric.geometric_features(c, FPS))
+      mb = beats_lib.motion_beats(c, FPS)
+      music = seq.beats[(seq.beats >= s) & (seq.beats < s + CLIP_FRAMES)] - s
+      bm.append(beats_lib.beat_align_score(mb, music, fps=FPS, convention="motion"))
+      bmu.append(beats_lib.beat_align_score(mb, music, fps=FPS, convention="music"))
+      if have_root:
+        pfc.append(foot_contact.physical_foot_contact(c, roots[i][s:s + CLIP_FRAMES], FPS))
+      sty.append(seq.style)
+      clips.append(c.astype(np.float32))
+  if not kin:
+    raise ValueError(f"no {CLIP_FRAMES}-frame clip in {len(seqs)} sequences")
+  return ClipSet(np.array(kin), np.array(geo) if geo else None, np.array(bm), np.array(bmu),
+                 np.array(pfc) if have_root else None, np.array(sty), np.stack(clips))
+
+
+def _f(x):
+  return None if x is None else float(x)
+
+
+def row_metrics(row: ClipSet, ref: ClipSet, classifier=None,
+                ref_cls_feats: Optional[np.ndarray] = None) -> Dict[str, Any]:
+  """The table row of one clip set against the reference set."""
+  out: Dict[str, Any] = {"clips": int(row.kinetic.shape[0])}
+  out["FID_k"] = frechet.fid(row.kinetic, ref.kinetic)
+  out["Div_k"] = frechet.diversity(row.kinetic, ref.kinetic)
+  if row.geometric is not None and ref.geometric is not None:
+    out["FID_g"] = frechet.fid(row.geometric, ref.geometric)
+    out["Div_g"] = frechet.diversity(row.geometric, ref.geometric)
+  else:
+    out["FID_g"] = out["Div_g"] = None
+  out["BAS"] = float(row.bas_motion.mean())
+  out["BAS_music"] = float(row.bas_music.mean())
+  out["PFC"] = _f(row.pfc.mean()) if row.pfc is not None else None
+  out["style_acc"] = out["FID_cls"] = None
+  if classifier is not None:
+    task, state = classifier
+    logits, feats = task.classify(state, row.clips)
+    out["style_acc"] = float(np.mean(logits.argmax(-1) == row.styles))
+    if ref_cls_feats is not None:
+      out["FID_cls"] = frechet.fid(feats, ref_cls_feats)
+  return out
+
+
+COLUMNS = (("clips", "clips", "{:d}"), ("FID_k", "FID_k ↓", "{:.2f}"), ("FID_g", "FID_g ↓", "{:.2f}"),
+           ("Div_k", "Div_k", "{:.2f}"), ("Div_g", "Div_g", "{:.2f}"),
+           ("BAS", "BAS (motion) ↑", "{:.4f}"), ("BAS_music", "BAS (music)", "{:.4f}"),
+           ("PFC", "PFC ↓", "{:.3f}"), ("style_acc", "style acc ↑", "{:.3f}"),
+           ("FID_cls", "FID_cls ↓", "{:.2f}"))
+
+
+def markdown_table(rows: Dict[str, Dict[str, Any]]) -> str:
+  head = "| row | " + " | ".join(c[1] for c in COLUMNS) + " |"
+  sep = "|---|" + "---|" * len(COLUMNS)
+  lines = [head, sep]
+  for name, r in rows.items():
+    cells = []
+    for key, _, fmt in COLUMNS:
+      v = r.get(key)
+      cells.append("n/a" if v is None else fmt.format(v))
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_outputs(out_dir: str, result: Dict[str, Any]) -> Dict[str, str]:
+  """eval.json and eval.md in ``out_dir``, each written atomically."""
+  from d2m_jax.generate import atomic_write  # pylint: disable=import-outside-toplevel
+  os.makedirs(out_dir, exist_ok=True)
+  js = os.path.join(out_dir, "eval.json")
+  md = os.path.join(out_dir, "eval.md")
+  atomic_write(js, lambda f: f.write(json.dumps(result, indent=1, default=float)), mode="w")
+  text = ["# Evaluation", "", markdown_table(result["rows"]), "", "Protocol: " +
+          json.dumps(result["protocol"]), ""]
+  if result.get("classifier"):
+    text.append(f"Style classifier: {json.dumps(result['classifier'])}")
+  atomic_write(md, lambda f: f.write("\n".join(text) + "\n"), mode="w")
+  return {"json": js, "markdown": md}
