@@ -47,7 +47,8 @@ def worker_env(devices_per_process: int) -> dict:
   return env
 
 
-def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_process: int = 2):
+def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_process: int = 2,
+                  compilation_cache: pathlib.Path | None = None):
   """Runs one process per argv concurrently; kills them all on failure or timeout.
 
   Each process gets its own session (process group) so that a hung one is killed together with
@@ -56,6 +57,8 @@ def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_proc
   log_dir.mkdir(parents=True, exist_ok=True)
   procs, logs = [], []
   env = worker_env(devices_per_process)
+  if compilation_cache is not None:   # later launches reuse the compiled steps of earlier ones
+    env["JAX_COMPILATION_CACHE_DIR"] = str(compilation_cache)
   try:
     for i, argv in enumerate(argvs):
       log = open(log_dir / f"proc{i}.log", "w")
