@@ -1,0 +1,64 @@
+"""Dancing2Music stage 2, the music-to-movement GAN (``d2m_jax/tasks/d2m_composition.py``).
+
+Needs a decomposition workdir (stage 1, ``configs/d2m_decomposition.py``); its model sizes and
+normalisation stats are taken from there. Run::
+
+  .venv/bin/python launch/train.py --config=configs/d2m_composition.py \
+      --config.model.decomp_workdir=runs/d2m_decomp --workdir=runs/d2m_comp
+
+Real mocap data: add ``--config.data.source=music_to_dance`` (and use a stage-1 workdir trained
+on it). Style extractor: ``--config.model.style_workdir=runs/style`` (a style-classifier
+workdir); without it a frozen, randomly initialised GRU-30 is the documented fallback (no
+learned genre information). ``--config.model.update_mode=merged`` selects WeiyuDu's merged update.
+
+Paper-size model (27.2M trained parameters + 8.6M frozen). The 2-core CPU here does about
+1 step/s at batch 32 (noisy, shared machine; see the README section). The paper trains 1500
+epochs at batch 256.
+"""
+import ml_collections
+
+from configs.d2m_decomposition import model_config as decomp_model_config
+from d2m_jax.train.defaults import base_config
+
+
+def get_config(variant: str = "mocap"):
+  c = base_config()
+  c.task = "d2m_composition"
+  c.data.kind = "units"
+  c.data.batch_size = 32
+  if variant == "openpose":
+    c.data.source = "openpose"
+  m = decomp_model_config(28 if variant == "openpose" else 69)
+  m.decomp_workdir = ml_collections.FieldReference(None, field_type=str)
+  m.style_workdir = ml_collections.FieldReference(None, field_type=str)
+  m.style_input_frames = 50     # fallback extractor's window (2 s at 25 fps); a style
+                                # checkpoint's own input length overrides it
+  m.style_dim = 30
+  m.noise_dim = 30
+  m.z_dance = 512
+  m.dance_hidden = 1024
+  m.update_mode = "recompute"        # 'recompute' (phase 3 after the phase-2 update) | 'merged'
+  # generation (d2m_jax/models/d2m_inference.py)
+  m.gen_style_mode = "mean"     # 'mean': one style vector for the song | 'sliding': per window
+  m.gen_style_window_s = 8.0    # sliding: seconds of music per style vector
+  m.gen_static_thr = 0.0577     # static-unit rejection: mean |x_{t+1}-x_t| per dim and frame
+                                # (normalised units; = the original's 50 / (31 * 28))
+  m.gen_max_tries = 10
+  c.model = m
+  o = c.optim
+  o.lr = 2e-4
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.clip_norm = 0.5
+  o.stdp_dec_lr_scale = 0.1
+  o.lambda_kl = 0.01
+  o.lambda_kl_dance = 0.01
+  o.lambda_zmovements_recon = 1.0
+  o.lambda_stdpseq_recon = 10.0
+  o.lambda_gan = 1.0
+  o.lambda_style = 1.0
+  c.num_train_steps = 100000
+  c.log_every_steps = 50
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+  return c

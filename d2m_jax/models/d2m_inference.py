@@ -1,0 +1,225 @@
+"""Dancing2Music inference: music -> a dance exactly as long as the music (spec §3, fixed).
+
+Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``launch/generate.py``):
+
+1. ``d2m28`` frame features (num_frames, 28) at the motion fps, z-scored with the stats of the
+   checkpoint;
+2. style: the frozen extractor sees windows of exactly its trained input length
+   (``style.input_frames``); ``gen_style_mode="mean"`` averages them into ONE style vector for
+   the song (the original used one vector, but from the whole song in one go);
+   ``"sliding"`` gives each ``gen_style_window_s`` seconds of music its own vector;
+3. units: for each triplet, a fresh z_dance ~ audstyle_enc(style, noise) -> dance_dec -> 3
+   movement codes -> stdp_dec; each unit starts from the previous unit's last frame (through
+   ``initp_enc``), the first from the mean pose; a triplet with a static unit
+   (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is redrawn, up to
+   ``gen_max_tries`` times (then kept);
+4. beat warping: the units are beat-normalised (beats on frames 3, 11, 19, 27), so standard
+   frame ``3 + 8k`` is mapped onto music beat frame ``b_k`` (frames, not seconds -- the
+   original's ``--modulate`` passed seconds and had a broken branch for long intervals) by a
+   piecewise-linear time map, extrapolated before the first and after the last beat with the
+   median beat interval; poses are linearly interpolated at the mapped times;
+5. exactly ``num_frames`` frames (the original produced ~3x too many), de-normalised, reshaped
+   to (num_samples, num_frames, J, C).
+
+Deterministic given ``rng``. Any length: triplets are generated one jitted call at a time
+(the same compiled function for every triplet), chained through their last frame.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d2m_jax.models import d2m_common as common
+from d2m_jax.models.d2m_layers import reparameterize
+
+UNIT_BEAT_OFFSET = 3   # first beat frame of a standardised unit
+BEAT_SPACING = 8       # standardised frames per beat
+STYLE_CHUNK = 16       # style windows per extractor call (fixed shape: one compile)
+
+
+def clean_beats(beats, num_frames: int) -> np.ndarray:
+  """Sorted unique integer beat frames inside [0, num_frames)."""
+  b = np.unique(np.round(np.asarray(beats, np.float64).reshape(-1)).astype(np.int64))
+  return b[(b >= 0) & (b < num_frames)]
+
+
+def standard_times(beats, num_frames: int, fps: float = 25.0, default_bpm: float = 120.0
+                   ) -> np.ndarray:
+  """Time map: output frame t -> position s(t) in the concatenated standardised units.
+
+  Music beat k (frame ``b_k``) maps to standard frame ``3 + 8 (k + k0)``, where ``k0 >= 0``
+  is the smallest shift keeping s(0) >= 0. With fewer than two beats the tempo is
+  ``default_bpm`` (a single beat still lands on a unit beat).
+  """
+  b = clean_beats(beats, num_frames)
+  t = np.arange(num_frames, dtype=np.float64)
+  if len(b) >= 2:
+    interval = float(np.median(np.diff(b)))
+    slope = BEAT_SPACING / interval
+    std_b = UNIT_BEAT_OFFSET + BEAT_SPACING * np.arange(len(b), dtype=np.float64)
+    s = np.interp(t, b, std_b)
+    s = np.where(t < b[0], std_b[0] - (b[0] - t) * slope, s)
+    s = np.where(t > b[-1], std_b[-1] + (t - b[-1]) * slope, s)
+  else:
+    slope = BEAT_SPACING / (fps * 60.0 / default_bpm)
+    anchor = float(b[0]) if len(b) else 0.0
+    s = UNIT_BEAT_OFFSET + (t - anchor) * slope
+  if s[0] < 0:
+    s = s + BEAT_SPACING * math.ceil(-s[0] / BEAT_SPACING)
+  return s
+
+
+def beat_warp(seq: np.ndarray, times: np.ndarray) -> np.ndarray:
+  """Linear interpolation of ``seq`` (..., S, P) at fractional frame positions ``times`` (T,)."""
+  S = seq.shape[-2]
+  if times.max() > S - 1:
+    raise ValueError(f"beat_warp: needs {times.max():.1f} standard frames, got {S}")
+  lo = np.floor(times).astype(np.int64)
+  hi = np.minimum(lo + 1, S - 1)
+  w = (times - lo)[:, None]
+  return seq[..., lo, :] * (1.0 - w) + seq[..., hi, :] * w
+
+
+def style_windows(aud: np.ndarray, length: int, hop: Optional[int] = None) -> np.ndarray:
+  """Windows (n, length, D) of exactly ``length`` frames covering ``aud`` (T, D).
+
+  A song shorter than ``length`` is repeated to fill one window (the extractor always sees its
+  trained input length).
+  """
+  T = aud.shape[0]
+  if T == 0:
+    raise ValueError("generate: empty audio features")
+  if T < length:
+    aud = np.tile(aud, (math.ceil(length / T), 1))[:length]
+    T = length
+  hop = hop or length
+  starts = list(range(0, T - length + 1, hop))
+  if starts[-1] != T - length:
+    starts.append(T - length)
+  return np.stack([aud[s:s + length] for s in starts]), np.asarray(starts)
+
+
+def _style_fn(task):
+  fn = task.__dict__.get("_d2m_style_fn")
+  if fn is None:
+    fn = jax.jit(lambda params, w: task.style.apply(params, w))
+    task._d2m_style_fn = fn
+  return fn
+
+
+def _triplet_fn(task):
+  """Jitted (state params, style (N,S), init pose (N,P), key) -> units (N, 3, T, P) normalised."""
+  fn = task.__dict__.get("_d2m_triplet_fn")
+  if fn is not None:
+    return fn
+  m = task.m
+
+  def triplet(params, frozen, style, initpose, key):
+    k_noise, k_zd, k_zm, k_init = jax.random.split(key, 4)
+    noise = jax.random.normal(k_noise, (style.shape[0], m.noise_dim))
+    mu, lv = task.nets["audstyle_enc"].apply({"params": params["audstyle_enc"]}, style, noise)
+    z_dance = reparameterize(k_zd, mu, lv)
+    mu_r, lv_r = task.nets["dance_dec"].apply({"params": params["dance_dec"]}, z_dance)
+    z_mov = reparameterize(k_zm, mu_r, lv_r)
+    units = []
+    for i, k in enumerate(jax.random.split(k_init, 3)):
+      mu_i, lv_i = task.stage1["initp_enc"].apply({"params": frozen["initp_enc"]}, initpose)
+      z_init = reparameterize(k, mu_i, lv_i)
+      unit = task.nets["stdp_dec"].apply({"params": params["stdp_dec"]}, z_init, z_mov[:, i])
+      units.append(unit)
+      initpose = unit[:, -1]
+    return jnp.stack(units, axis=1)
+
+  fn = jax.jit(triplet)
+  task._d2m_triplet_fn = fn
+  return fn
+
+
+def song_styles(task, state, aud_norm: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
+  """Style vectors: (1, S) for mode 'mean', (n_windows, S) + window frame length for 'sliding'."""
+  m = task.m
+  L = task.style.input_frames
+  wins, starts = style_windows(aud_norm, L)
+  fn = _style_fn(task)
+  out = []
+  for i in range(0, len(wins), STYLE_CHUNK):
+    chunk = wins[i:i + STYLE_CHUNK]
+    n = len(chunk)
+    if n < STYLE_CHUNK:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], STYLE_CHUNK - n, 0)])
+    out.append(np.asarray(fn(state.frozen["style"], jnp.asarray(chunk, jnp.float32)))[:n])
+  per_window = np.concatenate(out)
+  if m.gen_style_mode == "mean":
+    return per_window.mean(0, keepdims=True), None
+  if m.gen_style_mode != "sliding":
+    raise ValueError(f"config.model.gen_style_mode={m.gen_style_mode!r}: expected mean|sliding")
+  W = max(L, int(round(m.gen_style_window_s * fps)))
+  n_seg = max(1, math.ceil(num_frames / W))
+  centres = starts + L / 2.0
+  segs = []
+  for j in range(n_seg):
+    sel = (centres >= j * W) & (centres < (j + 1) * W)
+    segs.append(per_window[sel].mean(0) if sel.any() else
+                per_window[np.argmin(np.abs(centres - (j + 0.5) * W))])
+  return np.stack(segs), W
+
+
+def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, rng,
+             num_samples: int = 1, fps: Optional[float] = None) -> np.ndarray:
+  """Dances (num_samples, num_frames, J, C) float32 in data units; see the module docstring."""
+  m = task.m
+  num_frames = int(num_frames)
+  if num_frames <= 0:
+    raise ValueError(f"generate: num_frames={num_frames} must be positive")
+  if common.AUDIO_FEATURE not in feats:
+    raise ValueError(f"generate: needs feats[{common.AUDIO_FEATURE!r}] (got {sorted(feats)})")
+  aud = np.asarray(feats[common.AUDIO_FEATURE], np.float32)
+  if aud.ndim != 2 or aud.shape[1] != 28:
+    raise ValueError(f"generate: feats['d2m28'] has shape {aud.shape}, expected (T, 28)")
+  fps = float(fps or m.get("fps", 25.0))
+  st = jax.device_get(state.stats)
+  aud = (aud - st["aud_mean"]) / st["aud_std"]
+  styles, seg_frames = song_styles(task, state, aud, num_frames, fps)
+
+  times = standard_times(beats, num_frames, fps)
+  T, P = m.unit_length, m.pose_size
+  n_trip = math.ceil((math.floor(times.max()) + 2) / (3 * T))
+  thr = float(m.gen_static_thr) * (T - 1) * P
+  fn = _triplet_fn(task)
+  N = int(num_samples)
+  initpose = jnp.zeros((N, P), jnp.float32)  # the mean pose
+  rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
+  seq = []
+  for j in range(n_trip):
+    if seg_frames is None:
+      style = styles[0]
+    else:  # the window holding this triplet's middle beat, in output time
+      mid_std = (j * 3 + 1.5) * T
+      t_mid = float(np.interp(mid_std, times, np.arange(num_frames)))
+      style = styles[min(int(t_mid // seg_frames), len(styles) - 1)]
+    style = jnp.broadcast_to(jnp.asarray(style, jnp.float32), (N, styles.shape[-1]))
+    accepted = None
+    done = np.zeros(N, bool)
+    for attempt in range(max(1, int(m.gen_max_tries))):
+      key = jax.random.fold_in(jax.random.fold_in(rng, j), attempt)
+      units = np.asarray(fn(state.params, state.frozen, style, initpose, key))
+      motion = np.abs(np.diff(units, axis=2)).sum(axis=(2, 3))     # (N, 3)
+      ok = (motion >= thr).all(axis=1)
+      if accepted is None:
+        accepted = units.copy()
+      take = ok & ~done
+      accepted[take] = units[take]
+      done |= ok
+      if done.all():
+        break
+    seq.append(accepted.reshape(N, 3 * T, P))
+    initpose = jnp.asarray(accepted[:, -1, -1])
+  seq = np.concatenate(seq, axis=1)
+  out = beat_warp(seq, times)
+  out = out * st["pose_std"] + st["pose_mean"]
+  C = common.joint_dims(m)
+  return out.reshape(N, num_frames, P // C, C).astype(np.float32)
