@@ -48,10 +48,10 @@ def worker_env(devices_per_process: int) -> dict:
 
 
 def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_process: int = 2,
-                  compilation_cache: pathlib.Path | None = None):
+                  compilation_cache: pathlib.Path | None = None, envs=None):
   """Runs one process per argv concurrently; kills them all on failure or timeout.
 
-  Each process gets its own session (process group) so that a hung one is killed together with
+  ``envs``: optional per-process extra environment variables. Each process gets its own session (process group) so that a hung one is killed together with
   anything it started. Raises AssertionError with the log tails when any process fails.
   """
   log_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,8 @@ def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_proc
     for i, argv in enumerate(argvs):
       log = open(log_dir / f"proc{i}.log", "w")
       logs.append(log)
-      procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+      penv = dict(env, **(envs[i] if envs else {}))
+      procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=penv,
                                     cwd=REPO, start_new_session=True))
     deadline = time.monotonic() + timeout
     failed = None
@@ -195,13 +196,19 @@ def train_segment(workdir: str, until: int, seed: int = 0) -> dict:
 
 
 def _worker_main(argv):
-  """``worker NUM_PROCESSES PROCESS_ID PORT WORKDIR UNTIL OUT_JSON``."""
+  """``worker NUM_PROCESSES PROCESS_ID PORT WORKDIR UNTIL OUT_JSON``; PORT 'slurm': everything
+  from the (simulated) SLURM environment through JAX's own SLURM detection."""
   nproc, pid, port, workdir, until, out = argv
   nproc, pid, until = int(nproc), int(pid), int(until)
   from d2m_jax.train import distributed
-  assert distributed.maybe_initialize(
-      {"mode": "on", "coordinator_address": f"localhost:{port}", "num_processes": nproc,
-       "process_id": pid, "initialization_timeout": 60})
+  if port == "slurm":
+    assert distributed.resolve(None).reason.startswith("SLURM job step with 2 tasks")
+    assert distributed.maybe_initialize(None)
+    assert jax_process_index() == int(os.environ["SLURM_PROCID"])
+  else:
+    assert distributed.maybe_initialize(
+        {"mode": "on", "coordinator_address": f"localhost:{port}", "num_processes": nproc,
+         "process_id": pid, "initialization_timeout": 60})
   assert distributed.maybe_initialize({"num_processes": nproc})     # idempotent
   import jax
   assert jax.process_count() == nproc and jax.device_count() == 2 * nproc, distributed.describe()
@@ -222,12 +229,22 @@ def _worker_main(argv):
     os.replace(tmp, out)
 
 
-def _launch_pair(tmp_path, name, workdir, until):
+def jax_process_index():
+  import jax
+  return jax.process_index()
+
+
+def _launch_pair(tmp_path, name, workdir, until, slurm=False):
   port = free_port()
   out = tmp_path / f"{name}.json"
-  argvs = [[sys.executable, __file__, "worker", "2", str(i), str(port), str(workdir), str(until),
-            str(out)] for i in range(2)]
-  run_processes(argvs, tmp_path / name, timeout=90)
+  envs = None
+  if slurm:   # what srun sets for a 2-task job step on one node
+    envs = [{"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+             "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i), "SLURM_STEP_NUM_NODES": "1",
+             "JAX_COORDINATOR_PORT": str(port)} for i in range(2)]
+  argvs = [[sys.executable, __file__, "worker", "2", str(i), "slurm" if slurm else str(port),
+            str(workdir), str(until), str(out)] for i in range(2)]
+  run_processes(argvs, tmp_path / name, timeout=90, envs=envs)
   result = json.loads(out.read_text())
   result["params"] = {k: np.asarray(v, np.float32) for k, v in result["params"].items()}
   return result
@@ -248,8 +265,8 @@ def test_two_processes_match_one_process_and_checkpoints_cross_process_counts(tm
   assert jax.process_count() == 1 and jax.device_count() == 4
   multi, single = tmp_path / "ckpt_multi", tmp_path / "ckpt_single"
 
-  # 2 processes x 2 devices, steps 0..3, checkpoint at 3.
-  two = _launch_pair(tmp_path, "two_0_3", multi, 3)
+  # 2 processes x 2 devices, steps 0..3, checkpoint at 3; started as a (simulated) SLURM job step.
+  two = _launch_pair(tmp_path, "two_0_3", multi, 3, slurm=True)
   assert two["agreement"] == {"any": True, "all": False, "all_true": True, "broadcast": 100}
   assert two["step"] == 3
   # 1 process x 4 devices, same global batches and seed.
@@ -292,6 +309,9 @@ def test_resolve_precedence_and_cluster_detection():
   spec = d.resolve(None, env=slurm)
   assert spec.initialize and "SLURM" in spec.reason and spec.num_processes is None
   assert not d.resolve(None, env=dict(slurm, SLURM_NTASKS="1")).initialize
+  # ... except when SLURM bound a single GPU to the task: it is then local device 0.
+  assert d.resolve(None, env=dict(slurm, CUDA_VISIBLE_DEVICES="3")).local_device_ids == (0,)
+  assert d.resolve(None, env=dict(slurm, CUDA_VISIBLE_DEVICES="0,1")).local_device_ids is None
   assert not d.resolve({"mode": "off"}, env=slurm).initialize
   assert d.resolve(None, env={"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}).initialize
   assert not d.resolve(None, env={"TPU_WORKER_HOSTNAMES": "t0"}).initialize

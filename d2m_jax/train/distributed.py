@@ -196,6 +196,11 @@ def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **override
     return spec(True, "explicit " + ", ".join(explicit))
   evident = _cluster_evident(env)
   if evident is not None:
+    if (devices is None and evident.startswith("SLURM")
+        and len([d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]) == 1):
+      # SLURM bound one GPU to this task (--gpus-per-task=1 / --gpu-bind): it is local device 0,
+      # whereas JAX's SLURM default would pick device SLURM_LOCALID among the visible ones.
+      return spec(True, evident + ", one bound GPU", local_device_ids=(0,))
     return spec(True, evident)
   if mode == "on":
     # Leave it to JAX's detection (GCE TPU pods are only visible through the metadata server).
@@ -215,6 +220,8 @@ def maybe_initialize(cfg: Any = None, **overrides) -> bool:
   """
   if cfg is not None and _get(cfg, "distributed") is not None:
     cfg = _get(cfg, "distributed")
+  elif cfg is not None and _get(cfg, "task") is not None:
+    cfg = None          # a full config without a ``distributed`` block: defaults
   if jax.distributed.is_initialized():
     # Second call (a test, a notebook, train + evaluate in one process): check it agrees.
     wanted = overrides.get("num_processes")
