@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from d2m_jax.train import distributed
+
 
 def data_config() -> ml_collections.ConfigDict:
   """The input pipeline's fields (``config.data``); see ``d2m_jax.data.pipeline``."""
@@ -46,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval_splits = ("validation", "test")   # evaluated at the end of training
   c.debug_nan_step = -1                          # >= 0: feed NaN inputs at that step (tests)
   c.data = data_config()
+  # Multi-process runs (jax.distributed); 'auto' initializes only under a cluster launch.
+  c.distributed = distributed.distributed_config()
   c.model = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict()
   return c

@@ -51,6 +51,9 @@ class Task(abc.ABC):
     """Evaluation metrics (batch means) on one batch. Default: none."""
     return {}
 
+  # Optional: ``forward(state, batch) -> loss`` (float32 scalar): the same forward pass and loss
+  # as train_step without gradient or update (benchmarks' forward-only rows). Pure and jittable.
+
   @abc.abstractmethod
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> Batch:
     """A random batch with exactly the keys, shapes and dtypes the input pipeline yields.
