@@ -18,3 +18,27 @@ def shared_data_dir():
   if not (SHARED_DATA / "README.md").exists():
     pytest.skip(f"real dataset not present at {SHARED_DATA} (research data, never in the repo)")
   return SHARED_DATA
+
+
+# ----------------------------------------------------------------- data fixtures (data helper) ---
+
+TINY_SYNTHETIC = dict(synthetic_sequences_per_style=3, synthetic_seconds=10.0, synthetic_seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_cfg(tmp_path_factory):
+  """``config.data`` for a tiny synthetic dataset (4 styles x 3 sequences x 10 s; per style one
+  train, one validation and one test sequence), generated, processed and built into a temporary
+  folder once per session (all example kinds). Set ``cfg.kind`` to pick windows/units/sequences.
+  """
+  from d2m_jax.data import pipeline
+  from d2m_jax.train.defaults import data_config
+  cfg = data_config()
+  cfg.source = "synthetic"
+  cfg.data_dir = str(tmp_path_factory.mktemp("d2m_tiny_data"))
+  cfg.batch_size = 8
+  cfg.eval_batch_size = 8
+  for k, v in TINY_SYNTHETIC.items():
+    cfg[k] = v
+  pipeline.prepare(cfg, log=lambda s: None)
+  return cfg

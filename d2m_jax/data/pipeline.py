@@ -1,0 +1,362 @@
+"""Input pipeline: processed TFDS datasets -> deterministic, exactly resumable, sharded batches.
+
+Usage (``data_cfg`` is ``config.data``, see ``d2m_jax.train.defaults.data_config``)::
+
+  stats = pipeline.load_stats(data_cfg)           # train-split normalisation statistics
+  info = pipeline.dataset_info(data_cfg)          # pose_dim, joints, dims, skeleton, fps, ...
+  it = pipeline.make_iterator(data_cfg, "train", start_step=step)   # host numpy batches
+  for batch in pipeline.prefetch_to_device(it, mesh):                # global jax.Arrays
+    ...
+
+Design: a split is small (the real mocap gives ~10^3-10^4 examples), so it is decoded once into
+host memory; a numpy schedule (one seeded permutation per epoch, batches taken consecutively
+from the concatenated epochs, i.e. shuffle + repeat + drop_remainder) decides which examples
+make global batch ``step``; tf.data gathers this process's slice of it in parallel worker threads
+and prefetches. Batch ``k`` is a pure function of (seed, k), so ``start_step=k`` resumes exactly.
+TensorFlow is told to see no GPU. With ``data_cfg.source == "synthetic"`` the procedural dataset
+is generated, processed and built on first use (under a file lock, so parallel workers wait).
+
+Optional ``data_cfg`` fields (``data_cfg.get`` with defaults): ``require_audio`` (True: drop
+examples of motion-only sequences), ``waveform`` (True: windows carry the 16 kHz clip; False
+reads the smaller ``windows_nowave`` config), ``max_frames`` (None: the longest sequence),
+``synthetic_sequences_per_style`` (6), ``synthetic_seconds`` (30.0), ``synthetic_seed`` (0),
+``openpose_fps`` (30.0), ``num_workers`` (1, ingestion processes).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import threading
+from typing import Any, Iterator
+
+import numpy as np
+
+from d2m_jax.data import examples as ex_lib
+from d2m_jax.data import ingest
+from d2m_jax.data.errors import DataError
+from d2m_jax.data.features import FRAME_FEATURES
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_RAW = {"music_to_dance": os.path.join(os.path.dirname(REPO_ROOT), "shared", "data",
+                                              "music_to_dance")}
+BATCH_KEYS = {
+    "windows": ("pose", "root", "style", "d2m28", "fact35", "mfcc20", "beat", "waveform"),
+    "units": ("units", "aud", "aud_raw", "style"),
+    "sequences": ("pose", "root", "style", "length", "beat") + FRAME_FEATURES,
+}
+_CACHE: dict[Any, dict[str, np.ndarray]] = {}
+_LOCK = threading.Lock()
+
+
+def _get(cfg, name, default):
+  try:
+    v = cfg.get(name, default)
+  except AttributeError:
+    v = getattr(cfg, name, default)
+  return default if v is None else v
+
+
+def data_dir(data_cfg) -> str:
+  d = _get(data_cfg, "data_dir", None) or os.environ.get("D2M_DATA_DIR") or os.path.join(
+      os.path.expanduser("~"), ".cache", "d2m_jax", "tfds")
+  return os.path.abspath(d)
+
+
+def processed_dir(data_cfg) -> str:
+  return os.path.join(data_dir(data_cfg), "processed", data_cfg.source)
+
+
+def raw_dir(data_cfg) -> str:
+  r = _get(data_cfg, "raw_dir", None)
+  if r:
+    return os.path.abspath(r)
+  if data_cfg.source == "synthetic":
+    return os.path.join(data_dir(data_cfg), "raw", "synthetic")
+  if data_cfg.source in DEFAULT_RAW:
+    return DEFAULT_RAW[data_cfg.source]
+  raise DataError("<config.data.raw_dir>", f"source {data_cfg.source!r} needs data.raw_dir")
+
+
+def _tfds_kind(data_cfg) -> str:
+  kind = data_cfg.kind
+  if kind == "windows" and not _get(data_cfg, "waveform", True):
+    return "windows_nowave"
+  if kind not in ("windows", "units", "sequences"):
+    raise ValueError(f"data.kind must be windows|units|sequences, got {kind!r}")
+  return kind
+
+
+class _DropTfdsDtypeWarning:
+  """Filters tfds's repeated "FeatureConnector.dtype is deprecated" log lines (tfds-internal)."""
+
+  def filter(self, record):  # noqa: A003
+    return "FeatureConnector.dtype" not in record.getMessage()
+
+
+def _quiet_tfds():
+  import logging
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropTfdsDtypeWarning) for f in logger.filters):
+    logger.addFilter(_DropTfdsDtypeWarning())
+
+
+def _hide_gpus_from_tf():
+  import tensorflow as tf
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:
+    pass  # already initialised (and then already hidden by an earlier call)
+  return tf
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _synthetic_params(data_cfg) -> dict:
+  return dict(sequences_per_style=int(_get(data_cfg, "synthetic_sequences_per_style", 6)),
+              seconds=float(_get(data_cfg, "synthetic_seconds", 30.0)),
+              seed=int(_get(data_cfg, "synthetic_seed", 0)))
+
+
+def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences"),
+            on_error: str = "fail", num_workers: int | None = None, force: bool = False,
+            log=print) -> dict:
+  """Ingests the raw source (if not yet processed) and builds the TFDS configs. Returns the
+  manifest. Synthetic data is generated first when missing."""
+  from d2m_jax.data import synthetic
+  pdir = processed_dir(data_cfg)
+  workers = num_workers or int(_get(data_cfg, "num_workers", 1))
+  with _file_lock(os.path.join(data_dir(data_cfg), ".d2m_build.lock")):
+    if data_cfg.source == "synthetic":
+      params = _synthetic_params(data_cfg)
+      rdir = raw_dir(data_cfg)
+      marker = os.path.join(rdir, "SYNTHETIC.json")
+      have = json.load(open(marker)) if os.path.exists(marker) else None
+      if have is not None and {k: have[k] for k in params} != params:
+        raise DataError(rdir, f"synthetic data here was generated with {have}, the config asks "
+                        f"for {params}: use another data.data_dir")
+      if have is None:
+        log(f"generating the synthetic dataset {params} in {rdir}")
+        synthetic.generate_dataset(rdir, **params)
+    man_path = os.path.join(pdir, "manifest.json")
+    if force or not os.path.exists(man_path):
+      ingest.ingest(data_cfg.source, raw_dir(data_cfg), pdir, on_error=on_error,
+                    num_workers=workers, openpose_fps=float(_get(data_cfg, "openpose_fps", 30.0)),
+                    log=log)
+    from d2m_jax.data import tfds_builders
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+    _hide_gpus_from_tf()
+    _quiet_tfds()
+    for kind in kinds:
+      bdir = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
+      if force or not os.path.exists(os.path.join(bdir, "dataset_info.json")):
+        if force and os.path.exists(bdir):
+          import shutil
+          shutil.rmtree(bdir)
+        log(f"building TFDS {data_cfg.source}/{kind}")
+        tfds_builders.build(data_cfg.source, kind, data_dir(data_cfg), pdir)
+    return ingest.read_manifest(pdir)
+
+
+def _ensure(data_cfg) -> dict:
+  """The manifest; builds the synthetic default on first use."""
+  from d2m_jax.data import tfds_builders
+  kind = _tfds_kind(data_cfg)
+  bdir = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
+  man = os.path.join(processed_dir(data_cfg), "manifest.json")
+  if not (os.path.exists(man) and os.path.exists(os.path.join(bdir, "dataset_info.json"))):
+    if data_cfg.source != "synthetic":
+      raise DataError(bdir, f"dataset not built: run `python launch/preprocess.py "
+                      f"--source={data_cfg.source} --data_dir={data_dir(data_cfg)}`")
+    prepare(data_cfg, log=lambda s: print(f"[d2m_jax.data] {s}", flush=True))
+  return ingest.read_manifest(processed_dir(data_cfg))
+
+
+def load_stats(data_cfg) -> dict[str, np.ndarray]:
+  """Normalisation statistics computed on the train split only (see examples.compute_stats)."""
+  _ensure(data_cfg)
+  with np.load(os.path.join(processed_dir(data_cfg), "stats.npz")) as z:
+    return {k: z[k] for k in z.files}
+
+
+def dataset_info(data_cfg) -> dict:
+  """pose_dim, joints, dims, skeleton, fps, styles, num_examples per split (for data.kind)."""
+  man = _ensure(data_cfg)
+  from d2m_jax.data import tfds_builders
+  path = os.path.join(data_dir(data_cfg), data_cfg.source, _tfds_kind(data_cfg),
+                      tfds_builders.VERSION, "dataset_info.json")
+  with open(path) as f:
+    splits = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) or 0
+              for s in json.load(f).get("splits", [])}
+  return dict(pose_dim=man["pose_dim"], joints=man["joints"], dims=man["dims"],
+              skeleton=man["skeleton"], fps=man["fps"], styles=tuple(man["styles"]),
+              num_examples={s: splits.get(s, 0) for s in ex_lib.SPLITS},
+              num_sequences={s: sum(r["split"] == s for r in man["sequences"])
+                             for s in ex_lib.SPLITS},
+              feature_dims=man["feature_dims"], source=man["source"], kind=data_cfg.kind)
+
+
+def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
+  """A whole split decoded into host numpy arrays (cached per process). Contract keys only,
+  float32 (waveform as float32 in [-1, 1]); sequences padded to ``max_frames``."""
+  _ensure(data_cfg)
+  kind = _tfds_kind(data_cfg)
+  key = (data_dir(data_cfg), data_cfg.source, kind, split,
+         bool(_get(data_cfg, "require_audio", True)), _get(data_cfg, "max_frames", 0))
+  with _LOCK:
+    if key in _CACHE:
+      return _CACHE[key]
+  _hide_gpus_from_tf()
+  _quiet_tfds()
+  import tensorflow_datasets as tfds
+  from d2m_jax.data import tfds_builders
+  path = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
+  builder = tfds.builder_from_directory(path)
+  if split not in builder.info.splits:
+    raise DataError(path, f"no '{split}' split (splits: {list(builder.info.splits)})")
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  rows = list(tfds.as_numpy(ds))
+  rows.sort(key=lambda r: (r["seq"], int(r["start"])))        # a fixed, content-defined order
+  if _get(data_cfg, "require_audio", True) and data_cfg.kind != "sequences":
+    rows = [r for r in rows if r["has_audio"]]
+  if not rows:
+    raise DataError(path, f"split '{split}' has no examples"
+                    + (" with audio (data.require_audio=True)" if data_cfg.kind != "sequences"
+                       else ""))
+  out: dict[str, np.ndarray] = {}
+  if data_cfg.kind == "sequences":
+    max_frames = int(_get(data_cfg, "max_frames", 0)) or max(int(r["length"]) for r in rows)
+    for k in BATCH_KEYS["sequences"]:
+      if k in ("style", "length"):
+        continue
+      first = rows[0][k]
+      arr = np.zeros((len(rows), max_frames) + first.shape[1:], np.float32)
+      for i, r in enumerate(rows):
+        n = min(r[k].shape[0], max_frames)
+        arr[i, :n] = r[k][:n]
+      out[k] = arr
+    out["length"] = np.array([min(int(r["length"]), max_frames) for r in rows], np.int32)
+    out["style"] = np.array([r["style"] for r in rows], np.int32)
+  else:
+    for k in BATCH_KEYS[data_cfg.kind]:
+      if k not in rows[0]:
+        continue
+      if k == "waveform":
+        out[k] = np.stack([r[k] for r in rows]).astype(np.float32) * np.float32(1.0 / 32768.0)
+      elif k == "style":
+        out[k] = np.array([r[k] for r in rows], np.int32)
+      else:
+        out[k] = np.stack([r[k] for r in rows]).astype(np.float32, copy=False)
+  out["_seq"] = np.array([r["seq"].decode() if isinstance(r["seq"], bytes) else r["seq"]
+                          for r in rows])
+  with _LOCK:
+    _CACHE[key] = out
+  return out
+
+
+def batch_schedule(num_examples: int, global_batch: int, *, seed: int, start_step: int = 0,
+                   shuffle: bool = True, repeat: bool = True) -> Iterator[np.ndarray]:
+  """Global example indices of each batch: shuffle (one permutation per epoch) + repeat +
+  batch(drop_remainder). Batch k depends only on (seed, k), which makes resuming exact.
+  Without repeat: one pass, the last partial batch dropped (a split smaller than one batch
+  gives one batch that wraps around)."""
+  n, b = num_examples, global_batch
+  perms: dict[int, np.ndarray] = {}
+
+  def epoch_perm(e):
+    if e not in perms:
+      if len(perms) > 4:
+        perms.clear()
+      perms[e] = (np.random.default_rng([seed, e]).permutation(n) if shuffle
+                  else np.arange(n))
+    return perms[e]
+
+  num_steps = None if repeat else max(1, n // b)
+  step = start_step
+  while num_steps is None or step < num_steps:
+    pos = step * b + np.arange(b)
+    if not repeat:
+      pos = pos % n
+      yield epoch_perm(0)[pos]
+    else:
+      ep, off = np.divmod(pos, n)
+      idx = np.empty(b, np.int64)
+      for e in np.unique(ep):
+        sel = ep == e
+        idx[sel] = epoch_perm(int(e))[off[sel]]
+      yield idx
+    step += 1
+
+
+def _process_slice(global_batch: int) -> tuple[int, int]:
+  import jax
+  n_proc, pid = jax.process_count(), jax.process_index()
+  if global_batch % n_proc:
+    raise ValueError(f"global batch {global_batch} not divisible by {n_proc} processes")
+  local = global_batch // n_proc
+  return pid * local, local
+
+
+def make_iterator(data_cfg, split: str = "train", *, start_step: int = 0, shuffle: bool = True,
+                  repeat: bool = True, batch_size: int | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Host numpy batches (this process's slice of the global batch); see the module docstring.
+
+  ``batch_size`` defaults to data.batch_size for train and data.eval_batch_size otherwise.
+  """
+  arrays = load_split(data_cfg, split)
+  n = arrays["_seq"].shape[0]
+  gb = int(batch_size or (data_cfg.batch_size if split == "train" else
+                          _get(data_cfg, "eval_batch_size", data_cfg.batch_size)))
+  lo, local = _process_slice(gb)
+  seed = int(_get(data_cfg, "shuffle_seed", 0)) + (0 if split == "train" else 7919)
+  sched = batch_schedule(n, gb, seed=seed, start_step=start_step, shuffle=shuffle, repeat=repeat)
+  tf = _hide_gpus_from_tf()
+  keys = [k for k in arrays if not k.startswith("_")]
+  tensors = {k: tf.constant(arrays[k]) for k in keys}
+
+  def gen():
+    for idx in sched:
+      yield idx[lo:lo + local]
+
+  ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((local,), tf.int64))
+  ds = ds.map(lambda idx: {k: tf.gather(t, idx) for k, t in tensors.items()},
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.prefetch(int(_get(data_cfg, "host_prefetch", 4)))
+  return ds.as_numpy_iterator()
+
+
+def to_global(batch: dict[str, np.ndarray], mesh, axis: str = "data") -> dict[str, Any]:
+  """Process-local numpy batch -> global jax.Arrays sharded P(axis) on the batch axis."""
+  import jax
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def prefetch_to_device(iterator, mesh, size: int = 2, axis: str = "data"):
+  """Wraps a host iterator: keeps ``size`` batches already transferred to the devices."""
+  queue = collections.deque()
+
+  def enqueue(n):
+    for _ in range(n):
+      try:
+        queue.append(to_global(next(iterator), mesh, axis))
+      except StopIteration:
+        return
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
