@@ -179,7 +179,7 @@ class KakashiTask(Task):
       for s in range(0, num_frames, C):     # windows carry the last pose as the next seed
         m = mfcc[s:s + C]
         m = np.concatenate([m, np.repeat(m[-1:], C - len(m), 0)]) if len(m) < C else m
-        p = self._decode(state.params, jnp.asarray(m[None]), C - 1 if s == 0 else C, seed)
+        p = self._decode(state.params, jnp.asarray(m[None]), C, seed)  # one compile
         pieces.append(p); seed = p[:, -1]
       out = jnp.concatenate(pieces, 1)[:, :num_frames]
     else:
