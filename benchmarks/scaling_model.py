@@ -194,8 +194,15 @@ def analyse(path: str, batch: int, measure: bool, steps: int) -> dict:
   out = {"config": os.path.basename(path)[:-3], "task": config.task, "per_device_batch": batch,
          "grad_params": grad_params, "grad_bytes": grad_bytes, "critic_bytes": critic_bytes,
          "n_critic": n_critic, "allreduce_bytes_per_step": reduced, "state_bytes": state_bytes}
+  out["global_batch"] = int(getattr(load_config(path).data, "batch_size", batch))
   if measure:
-    out.update(_measure(task, host_batch, stats, steps))
+    points = []
+    for b in sorted({max(1, batch // 4), batch}):
+      hb = host_batch if b == batch else task.synthetic_batch(b, np.random.default_rng(0))
+      timing = _measure(task, hb, stats, steps)
+      points.append((b, timing["step_ms"]))
+      out["device"], out["compile_s"] = timing["device"], timing["compile_s"]
+    out["measured"] = points
   return out
 
 
@@ -209,14 +216,54 @@ def _measure(task, host_batch, stats, steps: int) -> dict:
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   for _ in range(2):
-    state, metrics = compiled(state, batch)
+    state, _ = compiled(state, batch)
   jax.block_until_ready(state)
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, metrics = compiled(state, batch)
+    state, _ = compiled(state, batch)
   jax.block_until_ready(state)
-  return {"measured_step_ms": (time.perf_counter() - t0) / steps * 1e3,
-          "compile_s": compile_s, "device": device.device_kind, "steps_timed": steps}
+  return {"step_ms": (time.perf_counter() - t0) / steps * 1e3, "compile_s": compile_s,
+          "device": device.device_kind}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTime:
+  """Single-device step time t(b) = fixed + per_example * b (ms), from one or two measurements.
+
+  With one point the fixed part is unknown and taken as 0 (optimistic for strong scaling: a
+  recurrent step has a serial floor that smaller per-device batches do not remove)."""
+  fixed_ms: float
+  per_example_ms: float
+  source: str
+
+  @classmethod
+  def from_points(cls, points, source):
+    points = sorted(points)
+    if len(points) == 1 or points[0][0] == points[-1][0]:
+      b, t = points[-1]
+      return cls(0.0, t / b, source + f", {t:.3g} ms at batch {b}; fixed part unknown (0)")
+    (b0, t0), (b1, t1) = points[0], points[-1]
+    slope = max(0.0, (t1 - t0) / (b1 - b0))
+    fixed = max(0.0, t1 - slope * b1)
+    return cls(fixed, slope, source + f", {t0:.3g} ms at batch {b0}, {t1:.3g} ms at batch {b1}")
+
+  def __call__(self, b: float) -> float:
+    return self.fixed_ms + self.per_example_ms * b
+
+
+def parse_step_ms(text: str) -> dict:
+  """``name=ms@batch[/ms@batch],name=...`` -> {name: [(batch, ms), ...]}."""
+  out = {}
+  for item in filter(None, (t.strip() for t in text.split(","))):
+    name, _, spec = item.partition("=")
+    points = []
+    for part in spec.split("/"):
+      ms, _, b = part.partition("@")
+      if not b:
+        raise SystemExit(f"--step_ms {item!r}: expected name=MS@BATCH[/MS@BATCH]")
+      points.append((int(b), float(ms)))
+    out[name.strip()] = points
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,60 +276,83 @@ def _fmt_bytes(n: float) -> str:
   return f"{n:.3g} TB"
 
 
-def report(results: list, step_ms: dict) -> list:
-  """Prints one block per model: all-reduce ms (= break-even step time) and, given a step time,
-  efficiency and examples/s at each device count and scenario."""
+def report(results: list, given: dict, global_batch_override=None) -> list:
+  """Prints per model: all-reduce ms per device count and scenario; with a step time, weak
+  scaling (fixed per-device batch) and strong scaling (fixed global batch) efficiency."""
   tables = []
   counts = DEVICE_COUNTS[1:]
   for r in results:
-    t1_ms = step_ms.get(r["config"], r.get("measured_step_ms"))
-    source = ("given" if r["config"] in step_ms else
-              f"measured, {r.get('device')}" if "measured_step_ms" in r else None)
+    points = given.get(r["config"]) or r.get("measured")
+    src = "given" if r["config"] in given else f"measured on {r.get('device')}"
+    t = StepTime.from_points(points, src) if points else None
     print(f"\n== {r['config']} (task {r['task']}): {r['grad_params']:,} trainable params, "
           f"all-reduce {_fmt_bytes(r['allreduce_bytes_per_step'])}/step"
-          + (f" (critic x{r['n_critic']})" if r.get("critic_bytes") and r.get("n_critic") else "")
-          + (f"; 1-device step {t1_ms:.2f} ms at batch {r['per_device_batch']} ({source})"
-             if t1_ms is not None else "; no step time (--measure / --step_ms): comm only"))
-    head = "".join(f" | n={n:<3} allred.ms" + ("   eff  examples/s" if t1_ms else "")
-                   for n in counts)
-    print(f"   {'scenario':<10}{head}")
+          + (f" (critic x{r['n_critic']})" if r.get("critic_bytes") and r.get("n_critic") else ""))
+    if t is None:
+      print("   no step time (--measure / --step_ms): all-reduce ms only "
+            "(= the step time below which communication dominates)")
+    else:
+      print(f"   step time t(b) = {t.fixed_ms:.3g} + {t.per_example_ms:.3g}*b ms ({t.source})")
+    b = r["per_device_batch"]
+    G = global_batch_override or r["global_batch"]
+    head = "".join(f" | n={n:<4}" + (" allred.ms" if t is None else
+                                    "  ms  weak  strong") for n in counts)
+    print(f"   {'scenario':<10}{head}" + (f"   (weak: batch {b}/device; strong: global {G})"
+                                          if t else ""))
     for key, (desc, allreduce) in SCENARIOS.items():
-      rows = project((t1_ms or 0) / 1e3, r["allreduce_bytes_per_step"], r["per_device_batch"],
-                     allreduce)[1:]
-      line, stop = f"   {key:<10}", None
-      for row in rows:
-        line += f" | {row['comm_ms']:>15.3f}"
-        if t1_ms:
-          line += f" {row['efficiency']:>5.0%} {row['examples_per_s']:>11.0f}"
-          if row["efficiency"] < 0.5 and stop is None:
-            stop = row["devices"]
-      if t1_ms:
-        line += ("   stops paying (eff < 50%) at n=" + str(stop)) if stop else "   pays to n=256"
+      line, rows, weak_stop, strong_stop = f"   {key:<10}", [], None, None
+      t1_weak = t(b) if t else None
+      t1_strong = t(G) if t else None
+      for n in counts:
+        comm = allreduce(n, r["allreduce_bytes_per_step"]) * 1e3
+        row = {"devices": n, "allreduce_ms": comm}
+        if t is None:
+          line += f" | {comm:>14.3f}"
+        else:
+          weak = t1_weak / (t1_weak + comm)
+          row["weak_efficiency"] = weak
+          row["weak_examples_per_s"] = n * b / (t1_weak + comm) * 1e3
+          if G >= n:
+            ts = t(G / n) + comm
+            strong = t1_strong / ts / n
+            row["strong_efficiency"], row["strong_examples_per_s"] = strong, G / ts * 1e3
+            strong_txt = f"{strong:>6.0%}"
+          else:
+            strong, strong_txt = None, "   n/a"
+          line += f" | {comm:>7.3f} {weak:>5.0%} {strong_txt}"
+          if weak < 0.5 and weak_stop is None:
+            weak_stop = n
+          if (strong is None or strong < 0.5) and strong_stop is None:
+            strong_stop = n
+        rows.append(row)
+      if t is not None:
+        line += f"   eff<50% from n={weak_stop or '-'} (weak), n={strong_stop or '-'} (strong)"
       print(line)
       tables.append({"config": r["config"], "scenario": key, "description": desc,
-                     "step_ms_1": t1_ms, "rows": rows, "stops_paying_at": stop})
+                     "per_device_batch": b, "global_batch": G, "rows": rows,
+                     "step_time": None if t is None else dataclasses.asdict(t),
+                     "weak_stops_paying_at": weak_stop, "strong_stops_paying_at": strong_stop})
   return tables
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default="configs/*.py", help="glob or comma list of configs")
-  parser.add_argument("--batch", type=int, default=32, help="per-device batch")
+  parser.add_argument("--batch", type=int, default=32, help="per-device batch (weak scaling)")
+  parser.add_argument("--global_batch", type=int, default=None,
+                      help="global batch for strong scaling (default: each config's)")
   parser.add_argument("--measure", action="store_true",
-                      help="time the step on this machine's first device")
+                      help="time the step here at batch and batch/4 (first device)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps with --measure")
   parser.add_argument("--step_ms", default="",
-                      help="given single-device step times: name=ms,name=ms (config names)")
+                      help="given step times: name=MS@BATCH[/MS@BATCH],... (config names)")
   parser.add_argument("--json", default=None, help="write the results here")
   args = parser.parse_args(argv)
 
   paths = []
   for pattern in args.configs.split(","):
     paths.extend(sorted(glob.glob(pattern)))
-  step_ms = {}
-  for item in filter(None, args.step_ms.split(",")):
-    name, _, value = item.partition("=")
-    step_ms[name.strip()] = float(value)
+  given = parse_step_ms(args.step_ms)
   if not paths:
     print(f"no configs match {args.configs!r}: nothing to model", file=sys.stderr)
     return 1
@@ -294,11 +364,12 @@ def main(argv=None):
       skipped.append((path, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
       if os.environ.get("SCALING_DEBUG"):
         traceback.print_exc()
-  print(f"Scaling model: weak scaling, per-device batch {args.batch}, float32 gradients, no "
-        f"compute/communication overlap, links at {EFFICIENCY:.0%} of nominal.")
+  print(f"Scaling model: float32 gradients all-reduced once per step (critic: n_critic times), "
+        f"no compute/communication overlap, links at {EFFICIENCY:.0%} of nominal. "
+        f"weak = efficiency at a fixed per-device batch, strong = at a fixed global batch.")
   for key, (desc, _) in SCENARIOS.items():
     print(f"  {key}: {desc}")
-  tables = report(results, step_ms)
+  tables = report(results, given, args.global_batch)
   for path, why in skipped:
     print(f"\nskipped {path}: {why}")
   if args.json:
