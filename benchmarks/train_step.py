@@ -52,6 +52,14 @@ CONFIG_DIR = REPO / "configs"
 MODELS = ["style_paper", "style_improved", "d2m_decomposition", "d2m_composition",
           "wgan_pose", "wgan_seq", "wgan_audio", "kakashi"]
 
+# Benchmark-only config overrides, for like-for-like comparison with the original modules'
+# figures (dancing2music.md §5: OpenPose 28-d poses, one unit pair per decomposition example).
+# Override further with --set key=value (e.g. --set model.units_per_example=3).
+BENCH_OVERRIDES = {
+    "d2m_decomposition": {"model.pose_size": 28, "model.units_per_example": 1},
+    "d2m_composition": {"model.pose_size": 28},
+}
+
 DEFAULT_BATCHES = [32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 # The original PyTorch modules on a 2-vCPU VM (dancing2music.md §5, PyTorch 2.13.0+cpu,
@@ -80,8 +88,39 @@ def available_models() -> List[str]:
   return names
 
 
-def load_config(model: str):
-  """``configs/<model>.py:get_config()``; raises FileNotFoundError when the model is not there."""
+def _parse_value(v: str):
+  for cast in (int, float):
+    try:
+      return cast(v)
+    except ValueError:
+      pass
+  return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def apply_overrides(config, overrides: Dict[str, Any]):
+  """Sets dotted ``key=value`` overrides on a ConfigDict (missing keys are an error)."""
+  for key, value in overrides.items():
+    node = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+      node = node[p]
+    if parts[-1] not in node:
+      raise KeyError(f"config has no field {key!r}")
+    node[parts[-1]] = _parse_value(value) if isinstance(value, str) else value
+  return config
+
+
+def load_config(model: str, overrides: Optional[Dict[str, Any]] = None):
+  """``configs/<model>.py:get_config()`` with :data:`BENCH_OVERRIDES` and ``overrides`` applied.
+
+  Raises FileNotFoundError when the model is not there.
+  """
+  config = _load_config_file(model)
+  apply_overrides(config, dict(BENCH_OVERRIDES.get(model, {}), **(overrides or {})))
+  return config
+
+
+def _load_config_file(model: str):
   path = CONFIG_DIR / f"{model}.py"
   if not path.exists():
     raise FileNotFoundError(f"configs/{model}.py does not exist (model not written yet)")
@@ -123,10 +162,11 @@ def forward_fn(task):
 class Bench:
   """Builds one model once per (dtype) and measures it at many batch sizes."""
 
-  def __init__(self, model: str, dtype: str, seed: int = 0, config=None):
+  def __init__(self, model: str, dtype: str, seed: int = 0, config=None,
+               overrides: Optional[Dict[str, Any]] = None):
     self.model = model
     self.dtype = dtype
-    self.config = load_config(model) if config is None else config
+    self.config = load_config(model, overrides) if config is None else config
     self.config.dtype = dtype
     from d2m_jax.tasks import get_task  # the package; imports the model lazily
     self.get_task = get_task
@@ -192,14 +232,16 @@ class _null:
 
 
 def sweep(model: str, *, batches: List[int], dtypes: List[str], modes: List[str],
-          budget_s: float, out: Optional[str], timing_kw: Dict[str, Any]) -> List[Dict[str, Any]]:
+          budget_s: float, out: Optional[str], timing_kw: Dict[str, Any],
+          overrides: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
   """Measures ``model`` over the grid; returns the records (also appended to ``out``)."""
   env = common.environment()
   records: List[Dict[str, Any]] = []
-  base = {"bench": "train_step", "model": model, **env}
+  base = {"bench": "train_step", "model": model, **env,
+          "overrides": dict(BENCH_OVERRIDES.get(model, {}), **(overrides or {}))}
   for dtype in dtypes:
     try:
-      bench = Bench(model, dtype)
+      bench = Bench(model, dtype, overrides=overrides)
     except FileNotFoundError as e:
       rec = {**base, "dtype": dtype, "skipped": str(e)}
       common.log(f"[train_step] {model}: skipped: {e}")
@@ -299,6 +341,18 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--max_steps", type=int, default=50)
   p.add_argument("--min_time_s", type=float, default=3.0)
   p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="config override, e.g. --set model.hidden=64 (repeatable)")
+
+
+def parse_sets(sets: List[str]) -> Dict[str, str]:
+  out = {}
+  for s in sets:
+    if "=" not in s:
+      raise SystemExit(f"--set {s!r}: expected KEY=VALUE")
+    k, v = s.split("=", 1)
+    out[k.strip()] = v.strip()
+  return out
 
 
 def main(argv=None) -> int:
@@ -315,7 +369,7 @@ def main(argv=None) -> int:
   for m in models:
     records += sweep(m, batches=parse_ints(a.batches), dtypes=a.dtypes.split(","),
                      modes=a.modes.split(","), budget_s=a.budget_s, out=a.out,
-                     timing_kw=timing_kw)
+                     timing_kw=timing_kw, overrides=parse_sets(a.set))
   env = common.environment()
   print(f"\nDevice: {env['device_name']} x{env['num_devices']} ({env['device_kind']}), "
         f"jax {env['jax']}, {env['date_utc']} UTC\n")
