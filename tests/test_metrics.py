@@ -152,3 +152,28 @@ def test_geometric_features_shape_and_simple_relations():
   assert metrics.geometric_features(moving)[12] == 1.0
   with pytest.raises(ValueError, match="mocap23"):
     metrics.geometric_features(np.zeros((10, 14, 2)))
+
+
+def test_evaluation_protocol_reference_against_itself(tmp_path):
+  from d2m_jax.metrics import evaluation as ev
+  rng = np.random.default_rng(5)
+  seqs, roots = [], []
+  for i in range(4):
+    T = 3 * ev.CLIP_FRAMES + 10
+    pose = np.cumsum(rng.normal(scale=0.5, size=(T, 23, 3)), axis=0).astype(np.float32)
+    root = np.cumsum(rng.normal(size=(T, 3)), axis=0).astype(np.float32)
+    seqs.append(ev.EvalSequence(f"s{i}", i % 4, pose, root, np.arange(5, T, 12)))
+    roots.append(root)
+  ref = ev.clip_features([s.pose for s in seqs], seqs, roots=roots)
+  assert ref.kinetic.shape == (12, 69) and ref.geometric.shape == (12, 32)
+  row = ev.row_metrics(ref, ref)
+  assert row["clips"] == 12 and row["FID_k"] == pytest.approx(0.0, abs=1e-6)
+  assert row["FID_g"] == pytest.approx(0.0, abs=1e-6) and row["PFC"] is not None
+  gen = ev.clip_features([s.pose * 3.0 for s in seqs], seqs)  # no root: PFC n/a
+  grow = ev.row_metrics(gen, ref)
+  assert grow["FID_k"] > 1.0 and grow["PFC"] is None
+  paths = ev.write_outputs(str(tmp_path), dict(rows={"real": row, "gen": grow},
+                                               protocol={"clip_frames": ev.CLIP_FRAMES}))
+  md = open(paths["markdown"]).read()
+  assert "| gen |" in md and "n/a" in md
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "eval.md"]

@@ -66,6 +66,10 @@ def load_real_sequences(raw_dir: str, splits: Sequence[str] = ("train", "test"),
   names = [os.path.basename(d) for d in dirs]
   styles = [readers.style_of(n) for n in names]
   split_of = examples.assign_splits(names, styles, seed=split_seed)
+  manifest_split = _manifest_splits()
+  if manifest_split:  # the pipeline's own assignment, when the real data has been preprocessed
+    split_of.update(manifest_split)
+    log("splits from the preprocessed manifest")
   out: Dict[str, List[EvalSequence]] = {s: [] for s in splits}
   t0 = time.perf_counter()
   for d, n in zip(dirs, names):
@@ -84,6 +88,21 @@ def load_real_sequences(raw_dir: str, splits: Sequence[str] = ("train", "test"),
   log(f"loaded {', '.join(f'{k}: {len(v)}' for k, v in out.items())} sequences "
       f"in {time.perf_counter() - t0:.1f} s")
   return out
+
+
+def _manifest_splits() -> Dict[str, str]:
+  """Sequence -> split from the preprocessed real dataset's manifest ({} when absent)."""
+  try:
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    from d2m_jax.data import ingest, pipeline  # pylint: disable=import-outside-toplevel
+    from d2m_jax.train.defaults import data_config  # pylint: disable=import-outside-toplevel
+    cfg = data_config()
+    cfg.source = "music_to_dance"
+    del ml_collections
+    man = ingest.read_manifest(pipeline.processed_dir(cfg))
+    return {r["name"]: r["split"] for r in man["sequences"]}
+  except Exception:  # pylint: disable=broad-except
+    return {}
 
 
 @dataclasses.dataclass

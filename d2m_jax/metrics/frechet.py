@@ -49,7 +49,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
       raise ValueError(f"sqrtm has a large imaginary component {np.max(np.abs(covmean.imag))}")
     covmean = covmean.real
   value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean)
-  return float(max(value, 0.0)) if value > -1e-6 else float(value)
+  return float(max(value, 0.0))  # the true distance is >= 0; negatives are rounding error
 
 
 def normalise_features(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
