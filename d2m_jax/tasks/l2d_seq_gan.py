@@ -1,0 +1,196 @@
+"""Task ``l2d_seq_gan``: learn2dance's latent-sequence GAN on top of a frozen pose generator.
+
+Generator: (seq z 100, pose z 100) -> 49 latent deltas -> latent path = cumsum([pose_z, deltas])
+(50 latents) -> the **frozen** pose generator of an ``l2d_pose_gan`` run (inference mode) decodes
+each latent into a 2-D pose -> (B, 50, P2). Critic: bidirectional 2-layer LSTM(100) -> concat of
+the first and last outputs -> block(400 -> 500) -> logit; standard GAN (BCE on logits, i.e. the
+original's Sigmoid + BCELoss, non-saturating generator loss), Adam 1e-3 (0.5, 0.999).
+
+Data: kind ``"windows"``; a random ``seq_len``-frame (50 = 2 s at 25 fps; the original: 50 frames
+at 30 fps) crop of each window, projected/normalised with the pose GAN's own statistics (stored
+in its checkpoint). ``config.model.pose_gan_workdir`` names the pose-GAN run to load; when it is
+None a randomly initialised pose generator is used (benchmarks and unit tests only; a warning is
+logged).
+
+Generation (unconditional; the learn2dance GAN has no music input): windows of ``seq_len``
+latents chained by starting each window's path at the previous window's last latent, so a song
+of any length gives one continuous latent walk.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from d2m_jax.models.learn2dance import project_to_2d
+from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerator
+from d2m_jax.tasks import l2d_common as common
+from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
+from d2m_jax.train.parallel_utils import pmean
+from d2m_jax.train.task import Task
+
+
+class SeqGANState(flax.struct.PyTreeNode):
+  step: Any
+  rng: Any
+  g_params: Any
+  g_batch_stats: Any
+  d_params: Any
+  g_opt: Any
+  d_opt: Any
+  pose_g: Any          # frozen {"params", "batch_stats"} of the pose generator
+  pose2d_mean: Any
+  pose2d_scale: Any
+
+
+def _bce_logits(logits, target):
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))
+
+
+class SeqGANTask(Task):
+  name = "l2d_seq_gan"
+
+  def __init__(self, config):
+    super().__init__(config)
+    m = config.model
+    self.J, self.C = int(m.joints), int(m.coords)
+    self.P2 = self.J * 2
+    self.L = int(m.seq_len)
+    self.pose_task = PoseGANTask(config)
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
+    self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype)
+    self.g_tx = common.make_optimizer(config.optim)
+    self.d_tx = common.make_optimizer(config.optim)
+
+  def synthetic_batch(self, batch_size, rng):
+    return common.synthetic_batch(self.config, batch_size, rng)
+
+  def _load_pose_state(self, rng, batch, stats):
+    wd = self.config.model.get("pose_gan_workdir")
+    if wd:
+      raw = common.restore_raw_state(wd)
+      raw = raw.get("state", raw)
+      return dict(g_params=raw["g_params"], g_batch_stats=raw["g_batch_stats"],
+                  pose2d_mean=raw["pose2d_mean"], pose2d_scale=raw["pose2d_scale"])
+    logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
+                    "generator (only meaningful for benchmarks/tests)")
+    s = self.pose_task.init_state(rng, batch, stats)
+    return dict(g_params=s.g_params, g_batch_stats=s.g_batch_stats,
+                pose2d_mean=s.pose2d_mean, pose2d_scale=s.pose2d_scale)
+
+  def init_state(self, rng, batch, stats=None, pose_state=None):
+    kp, kg, kd, ks = jax.random.split(rng, 4)
+    if pose_state is not None:
+      ps = dict(g_params=pose_state.g_params, g_batch_stats=pose_state.g_batch_stats,
+                pose2d_mean=pose_state.pose2d_mean, pose2d_scale=pose_state.pose2d_scale)
+    else:
+      ps = self._load_pose_state(kp, batch, stats)
+    gv = self.G.init({"params": kg}, jnp.zeros((2, SEQ_Z)), jnp.zeros((2, POSE_Z)), False)
+    dv = self.D.init({"params": kd}, jnp.zeros((2, self.L, self.P2)), False)
+    pose_g = {"params": jax.tree.map(jnp.asarray, ps["g_params"]),
+              "batch_stats": jax.tree.map(jnp.asarray, ps["g_batch_stats"])}
+    return SeqGANState(step=jnp.int32(0), rng=ks, g_params=gv["params"],
+                       g_batch_stats=gv["batch_stats"], d_params=dv["params"],
+                       g_opt=self.g_tx.init(gv["params"]), d_opt=self.d_tx.init(dv["params"]),
+                       pose_g=pose_g, pose2d_mean=jnp.asarray(ps["pose2d_mean"], jnp.float32),
+                       pose2d_scale=jnp.asarray(ps["pose2d_scale"], jnp.float32))
+
+  def _decode(self, pose_g, latents):
+    """(B, L, 100) latents -> (B, L, P2) normalised poses through the frozen pose generator."""
+    B, L, Z = latents.shape
+    p = self.pose_task.G.apply(jax.lax.stop_gradient(pose_g), latents.reshape(B * L, Z), False)
+    return p.reshape(B, L, self.P2)
+
+  def _real(self, state, batch, key):
+    pose = project_to_2d(batch["pose"], self.J, self.C)
+    B, T, _ = pose.shape
+    start = jax.random.randint(key, (B,), 0, T - self.L + 1)
+    idx = start[:, None] + jnp.arange(self.L)[None]
+    crop = jnp.take_along_axis(pose, idx[..., None], 1)
+    return (crop - state.pose2d_mean) / state.pose2d_scale
+
+  def train_step(self, state, batch, axis_name: Optional[str] = None):
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    kc, kz1, kz2, kgd, kd1, kd2 = jax.random.split(key, 6)
+    real = self._real(state, batch, kc)
+    B = real.shape[0]
+    seq_z, pose_z = jax.random.normal(kz1, (B, SEQ_Z)), jax.random.normal(kz2, (B, POSE_Z))
+
+    def gen(gp):
+      lat, mut = self.G.apply({"params": gp, "batch_stats": state.g_batch_stats}, seq_z, pose_z,
+                              True, axis_name, rngs={"dropout": kgd}, mutable=["batch_stats"])
+      return self._decode(state.pose_g, lat), mut["batch_stats"]
+
+    fake, _ = gen(state.g_params)
+    fake = jax.lax.stop_gradient(fake)
+
+    def d_loss_fn(dp):
+      d = lambda x: self.D.apply({"params": dp}, x, True, rngs={"dropout": kd1})  # noqa: E731
+      lr, lf = d(real), d(fake)
+      return _bce_logits(lr, 1.0) + _bce_logits(lf, 0.0), (jnp.mean(jax.nn.sigmoid(lr)),
+                                                            jnp.mean(jax.nn.sigmoid(lf)))
+
+    (d_loss, (p_real, p_fake)), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    dg = pmean(dg, axis_name)
+    upd, d_opt = self.d_tx.update(dg, state.d_opt, state.d_params)
+    d_params = optax.apply_updates(state.d_params, upd)
+
+    def g_loss_fn(gp):
+      f, new_stats = gen(gp)
+      return _bce_logits(self.D.apply({"params": d_params}, f, True, rngs={"dropout": kd2}),
+                         1.0), new_stats
+
+    (g_loss, new_stats), gg = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    gg = pmean(gg, axis_name)
+    upd, g_opt = self.g_tx.update(gg, state.g_opt, state.g_params)
+    g_params = optax.apply_updates(state.g_params, upd)
+    metrics = pmean({"loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake},
+                    axis_name)
+    return state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=new_stats,
+                         d_params=d_params, g_opt=g_opt, d_opt=d_opt), metrics
+
+  def eval_step(self, state, batch, axis_name: Optional[str] = None):
+    real = self._real(state, batch, jax.random.key(0))
+    B = real.shape[0]
+    k1, k2 = jax.random.split(jax.random.key(1))
+    fake = self._window(state, jax.random.normal(k1, (B, SEQ_Z)),
+                        jax.random.normal(k2, (B, POSE_Z)))[1]
+    d = lambda x: self.D.apply({"params": state.d_params}, x, False)  # noqa: E731
+    loss = _bce_logits(d(real), 1.0) + _bce_logits(d(fake), 0.0)
+    speed = lambda x: jnp.mean(jnp.abs(jnp.diff(x, axis=1)))  # noqa: E731
+    return pmean({"loss": loss, "speed_real": speed(real), "speed_fake": speed(fake)}, axis_name)
+
+  def _window(self, state, seq_z, pose_z):
+    lat = self.G.apply({"params": state.g_params, "batch_stats": state.g_batch_stats}, seq_z,
+                       pose_z, False)
+    return lat, self._decode(state.pose_g, lat)
+
+  def generate(self, state, feats, beats, num_frames, rng, num_samples=1):
+    """Unconditional dance of ``num_frames`` frames: chained latent windows (music unused)."""
+    del feats, beats
+    window = jax.jit(self._window)
+    kz, key = jax.random.split(rng)
+    pose_z = jax.random.normal(kz, (num_samples, POSE_Z))
+    pieces, n = [], 0
+    while n < num_frames:
+      key, k = jax.random.split(key)
+      lat, poses = window(state, jax.random.normal(k, (num_samples, SEQ_Z)), pose_z)
+      if pieces:               # the window starts at the previous window's last latent
+        poses = poses[:, 1:]
+      pieces.append(np.asarray(poses)); n += poses.shape[1]
+      pose_z = lat[:, -1]
+    out = np.concatenate(pieces, 1)[:, :num_frames]
+    out = out * float(state.pose2d_scale) + np.asarray(state.pose2d_mean)
+    return out.reshape(num_samples, num_frames, self.J, 2).astype(np.float32)
+
+
+def make_task(config):
+  return SeqGANTask(config)
