@@ -237,6 +237,9 @@ def build_decomposition(batch_size: int, *, device="cpu", dtype=torch.float32, p
 def build_composition(batch_size: int, *, device="cpu", dtype=torch.float32, pose: int = 28,
                       compile: bool = False) -> Peer:
   """One composition iteration: D step, G step, style-regression step (recomputed forward)."""
+  if compile:
+    raise NotImplementedError("torch.compile row not offered for composition (three phases "
+                              "with optimiser steps between them)")
   m = nn.ModuleDict({
       "initp_enc": InitPoseEnc(pose), "movement_enc": MovementEnc(pose),
       "stdp_dec": StandardPoseDec(pose), "dance_enc": DanceEnc(), "dance_dec": DanceDec(),
