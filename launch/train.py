@@ -34,6 +34,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
+  distributed.maybe_initialize(FLAGS.config)  # before any other jax call; no-op on one process
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from d2m_jax.train import checkpoint as ckpt_lib
+from d2m_jax.train import distributed
 from d2m_jax.train import logs
 from d2m_jax.train import parallel
 from d2m_jax.train.task import Task
@@ -308,6 +309,8 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
       throughput.start(done)
     is_last = done == total_steps
     stop = preemption.requested
+    if jax.process_count() > 1:  # every process must take the same branch (collectives follow)
+      stop = distributed.agree_any(stop)
     if done % log_every == 0 or is_last or stop:
       flush_metrics(done)
     if eval_every and _has_eval(task) and (done % eval_every == 0) and not is_last:
@@ -342,8 +345,8 @@ def _evaluate(config, task, dp, eval_state, state, batches) -> Optional[Dict[str
     if limit > 0 and i >= limit:
       break
     batch = _pad_eval_batch(batch, size)
-    n_real = float(batch["eval_mask"].sum())
     placed = dp.put_batch(batch)
+    n_real = float(_global_sum(placed["eval_mask"]))  # over all processes' rows
     if eval_state["fn"] is None:
       fn = dp.wrap(lambda s, b, axis_name=None: task.eval_step(s, b, axis_name=axis_name),
                    donate=False, out_state=False)
@@ -365,6 +368,11 @@ def _evaluate(config, task, dp, eval_state, state, batches) -> Optional[Dict[str
   if finalize is not None:
     out.update(finalize(out))
   return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+
+@jax.jit
+def _global_sum(x):
+  return x.sum()
 
 
 def _init_state(task, rng, batch, stats, log):

@@ -69,6 +69,9 @@ class DataParallel:
   def __init__(self, mode: str, mesh: jax.sharding.Mesh):
     if mode not in MODES:
       raise ValueError(f"config.parallel={mode!r}: expected one of {MODES}")
+    if mode == "pmap" and jax.process_count() > 1:
+      raise ValueError("config.parallel='pmap' runs over this process's devices only; with "
+                       f"{jax.process_count()} processes use 'jit' or 'shard_map'")
     self.mode = mode
     self.mesh = mesh
     self.num_devices = mesh.devices.size
