@@ -1,12 +1,10 @@
 """Helpers shared by the learn2dance and Kakashi tasks: contract-exact synthetic batches, the 2-D
-pose normalisation, optimisers, and loading a pose GAN's generator for the sequence GAN.
+pose normalisation, and optimisers.
 
 No TensorFlow / librosa imports here (the data pipeline is imported lazily, only to read data).
 """
 from __future__ import annotations
 
-import logging
-import os
 from typing import Dict, Optional
 
 import numpy as np
@@ -82,38 +80,3 @@ def make_optimizer(optim) -> optax.GradientTransformation:
     raise ValueError(f"config.optim.name={name!r}: expected 'adam' or 'sgd'")
   clip = optim.get("clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
-
-
-def restore_raw_state(workdir: str) -> dict:
-  """The latest checkpoint under ``workdir`` as a raw pytree of numpy arrays (no target).
-
-  Uses the engine's checkpoint helper when it offers one, else orbax directly.
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"{workdir}: not a directory (expected a pose-GAN workdir)")
-  import orbax.checkpoint as ocp
-  for sub in ("checkpoints", ""):
-    d = os.path.join(workdir, sub) if sub else workdir
-    if not os.path.isdir(d):
-      continue
-    try:
-      mgr = ocp.CheckpointManager(d)
-      step = mgr.latest_step()
-    except Exception:  # noqa: BLE001 - not a manager directory; try the next layout
-      continue
-    if step is None:
-      continue
-    try:
-      restored = mgr.restore(step)
-    except Exception:  # noqa: BLE001 - composite checkpoints need item names
-      restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    logging.info("restored %s step %d", d, step)
-    return _to_dict(restored)
-  raise FileNotFoundError(f"{workdir}: no orbax checkpoint found")
-
-
-def _to_dict(tree):
-  if hasattr(tree, "items"):
-    return {k: _to_dict(v) for k, v in tree.items()}
-  return tree

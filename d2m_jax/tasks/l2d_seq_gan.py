@@ -73,14 +73,15 @@ class SeqGANTask(Task):
 
   def _load_pose_state(self, rng, batch, stats):
     wd = self.config.model.get("pose_gan_workdir")
-    if wd:
-      raw = common.restore_raw_state(wd)
-      raw = raw.get("state", raw)
-      return dict(g_params=raw["g_params"], g_batch_stats=raw["g_batch_stats"],
-                  pose2d_mean=raw["pose2d_mean"], pose2d_scale=raw["pose2d_scale"])
-    logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
-                    "generator (only meaningful for benchmarks/tests)")
-    s = self.pose_task.init_state(rng, batch, stats)
+    if wd and not isinstance(rng, jax.core.Tracer):  # (shape-only init: values restored later)
+      from d2m_jax.train.checkpoint import restore_state
+      s, _, _ = restore_state(wd)
+      logging.info("l2d_seq_gan: frozen pose generator from %s (step %d)", wd, int(s.step))
+    else:
+      if not wd:
+        logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
+                        "generator (only meaningful for benchmarks/tests)")
+      s = self.pose_task.init_state(rng, batch, stats)
     return dict(g_params=s.g_params, g_batch_stats=s.g_batch_stats,
                 pose2d_mean=s.pose2d_mean, pose2d_scale=s.pose2d_scale)
 
