@@ -9,7 +9,7 @@ stay untouched, as in PyTorch), and all phases still run inside ONE jitted step.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,21 +53,24 @@ def grad_norm(tree) -> jax.Array:
   return optax.global_norm(tree).astype(jnp.float32)
 
 
-def model_stats(stats: Optional[Mapping[str, np.ndarray]], pose_size: int,
+def model_stats(stats: Optional[Mapping[str, Any]], pose_size: int,
                 aud_dim: int = 28) -> Dict[str, jax.Array]:
-  """The normalisation statistics kept in the state (identity when ``stats`` is None)."""
-  out = {"pose_mean": np.zeros(pose_size), "pose_std": np.ones(pose_size),
-         "aud_mean": np.zeros(aud_dim), "aud_std": np.ones(aud_dim)}
+  """The normalisation statistics kept in the state (identity when ``stats`` is None).
+
+  jnp only, so that ``init_state`` traces under ``jax.jit`` (the engine jits it).
+  """
+  out = {"pose_mean": jnp.zeros(pose_size), "pose_std": jnp.ones(pose_size),
+         "aud_mean": jnp.zeros(aud_dim), "aud_std": jnp.ones(aud_dim)}
   if stats is not None:
     for src, dst in (("pose_mean", "pose_mean"), ("pose_std", "pose_std"),
                      (f"{AUDIO_FEATURE}_mean", "aud_mean"), (f"{AUDIO_FEATURE}_std", "aud_std")):
       if src in stats:
-        out[dst] = np.asarray(stats[src])
-  if out["pose_mean"].shape != (pose_size,):
-    raise ValueError(f"stats pose_mean has shape {out['pose_mean'].shape}, but "
+        out[dst] = jnp.asarray(stats[src], jnp.float32)
+  if tuple(out["pose_mean"].shape) != (pose_size,):
+    raise ValueError(f"stats pose_mean has shape {tuple(out['pose_mean'].shape)}, but "
                      f"config.model.pose_size={pose_size}")
-  out["pose_std"] = np.maximum(out["pose_std"], 1e-6)
-  out["aud_std"] = np.maximum(out["aud_std"], 1e-6)
+  out["pose_std"] = jnp.maximum(out["pose_std"], 1e-6)
+  out["aud_std"] = jnp.maximum(out["aud_std"], 1e-6)
   return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
 
 

@@ -2,8 +2,8 @@
 
 Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``launch/generate.py``):
 
-1. ``d2m28`` frame features (num_frames, 28) at the motion fps, z-scored with the stats of the
-   checkpoint;
+1. ``d2m28`` frame features (num_frames, 28) at the motion fps (the style extractor z-scores
+   them with its own training stats, kept in the checkpoint);
 2. style: the frozen extractor sees windows of exactly its trained input length
    (``style.input_frames``); ``gen_style_mode="mean"`` averages them into ONE style vector for
    the song (the original used one vector, but from the whole song in one go);
@@ -139,11 +139,11 @@ def _triplet_fn(task):
   return fn
 
 
-def song_styles(task, state, aud_norm: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
+def song_styles(task, state, aud: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
   """Style vectors: (1, S) for mode 'mean', (n_windows, S) + window frame length for 'sliding'."""
   m = task.m
   L = task.style.input_frames
-  wins, starts = style_windows(aud_norm, L)
+  wins, starts = style_windows(aud, L)
   fn = _style_fn(task)
   out = []
   for i in range(0, len(wins), STYLE_CHUNK):
@@ -182,7 +182,6 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
     raise ValueError(f"generate: feats['d2m28'] has shape {aud.shape}, expected (T, 28)")
   fps = float(fps or m.get("fps", 25.0))
   st = jax.device_get(state.stats)
-  aud = (aud - st["aud_mean"]) / st["aud_std"]
   styles, seg_frames = song_styles(task, state, aud, num_frames, fps)
 
   times = standard_times(beats, num_frames, fps)

@@ -87,12 +87,13 @@ class CompState(struct.PyTreeNode):
   stats: Dict[str, jax.Array]
 
 
-def _is_tracer(x) -> bool:
-  return isinstance(x, jax.core.Tracer)
-
-
 class StyleExtractor:
-  """The frozen music-style extractor: ``apply(params, aud (B, T, 28) normalised) -> (B, S)``."""
+  """The frozen music-style extractor: ``apply(sparams, aud (B, T, 28) in data units) -> (B, S)``.
+
+  ``sparams = {"params", "mean", "std"}`` lives in ``state.frozen["style"]`` (so composition
+  checkpoints are self-contained): the extractor's own parameters and the d2m28 statistics it
+  was trained with.
+  """
 
   def __init__(self, config):
     m = config.model
@@ -103,39 +104,42 @@ class StyleExtractor:
     if self.workdir:
       from d2m_jax.models import style as style_models  # pylint: disable=import-outside-toplevel
       from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
-      state, style_cfg, style_task = checkpoint.restore_state(self.workdir)
-      self._restored = (state, style_cfg, style_task)
+      style_cfg = checkpoint.load_config(self.workdir)
+      self.input_frames = int(style_cfg.model.num_frames)  # the length it was trained on
       self._get_style = style_models.get_style
-      frames = style_cfg.get("model", {}).get("input_frames", None) if hasattr(
-          style_cfg, "get") else None
-      if frames:
-        self.input_frames = int(frames)
     else:
       self.module = StyleGRU(self.style_dim)
 
-  def init(self, rng):
-    if self._restored is not None:
-      return {"state": self._restored[0]}
-    aud = jnp.zeros((1, self.input_frames, common_aud_dim()))
-    return self.module.init(rng, aud)["params"]
+  def init(self, rng, stats):
+    """Frozen style parameters: restored from ``style_workdir`` or the random fallback."""
+    if self.workdir:
+      if self._restored is None:
+        from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+        state, _, _ = checkpoint.restore_state(self.workdir)
+        self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
+                                         "std": state.feat_std})
+      return jax.tree.map(jnp.asarray, self._restored)
+    aud = jnp.zeros((1, self.input_frames, 28))
+    return {"params": self.module.init(rng, aud)["params"], "mean": stats["aud_mean"],
+            "std": stats["aud_std"]}
 
-  def apply(self, params, aud):
-    if self._restored is not None:
-      state, style_cfg, style_task = self._restored
-      return self._get_style(params["state"], aud, style_cfg)
-    style, _ = self.module.apply({"params": params}, aud)
-    return style
-
-
-def common_aud_dim() -> int:
-  return 28
+  def apply(self, sparams, aud):
+    if self.workdir:
+      return self._get_style(sparams["params"], aud, (sparams["mean"], sparams["std"]))
+    style, _ = self.module.apply({"params": sparams["params"]},
+                                 (aud - sparams["mean"]) / sparams["std"])
+    return jax.lax.stop_gradient(style)
 
 
 def _load_decomposition(workdir: str):
-  """(params, stats, model config) of a decomposition workdir's latest checkpoint."""
+  """(params, stats) of a decomposition workdir's latest checkpoint, as host arrays."""
+  import os  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
-  state, cfg, _ = checkpoint.restore_state(workdir)
-  return state.params, state.stats, cfg.model
+  if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+    raise FileNotFoundError(f"config.model.decomp_workdir={workdir!r}: no checkpoints/ there "
+                            "(train configs/d2m_decomposition.py first)")
+  state, _, _ = checkpoint.restore_state(workdir)
+  return jax.device_get((state.params, state.stats))
 
 
 class CompositionTask(Task):
@@ -166,6 +170,7 @@ class CompositionTask(Task):
         "stdp_dec": self.stage1["stdp_dec"],
     }
     self.style = StyleExtractor(config)
+    self._pretrained = None
     o = config.optim
     specs = {k: (o.lr, o.clip_norm) for k in self.nets}
     specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
@@ -180,12 +185,15 @@ class CompositionTask(Task):
     rng, k_stage1, k_style, *keys = jax.random.split(rng, 3 + len(self.nets))
     stage1 = decomp.init_module_params(self.stage1, m, k_stage1)
     model_stats = common.model_stats(stats, m.pose_size)
-    if self.decomp_workdir and not _is_tracer(rng):
-      # (under jax.eval_shape -- the engine's restore -- shapes are all that is needed)
-      stage1, dstats, _ = _load_decomposition(self.decomp_workdir)
-      stage1 = jax.device_get(stage1)
+    if self.decomp_workdir:
+      # Loaded once per task; under the engine's jax.jit(init_state) the values are constants.
+      if self._pretrained is None:
+        self._pretrained = _load_decomposition(self.decomp_workdir)
+      dparams, dstats = self._pretrained
+      stage1 = jax.tree.map(jnp.asarray, {k: dparams[k] for k in ("initp_enc", "movement_enc",
+                                                                   "stdp_dec")})
       model_stats = {k: jnp.asarray(v, jnp.float32) for k, v in dict(dstats).items()}
-    elif not self.decomp_workdir and not _is_tracer(rng):
+    else:
       logging.warning("d2m_composition: config.model.decomp_workdir is not set: the stage-1 "
                       "networks are RANDOMLY initialised (tests/benchmarks only)")
     dummies = {
@@ -200,7 +208,7 @@ class CompositionTask(Task):
               for key, k in zip(keys, dummies)}
     params["stdp_dec"] = stage1["stdp_dec"]
     frozen = {"initp_enc": stage1["initp_enc"], "movement_enc": stage1["movement_enc"],
-              "style": self.style.init(k_style)}
+              "style": self.style.init(k_style, model_stats)}
     return CompState(step=jnp.zeros((), jnp.int32), rng=rng, params=params,
                      opt_state=self.optimizers.init(params), frozen=frozen, stats=model_stats)
 
@@ -219,7 +227,7 @@ class CompositionTask(Task):
     B = units.shape[0]
     flat = units.reshape((3 * B,) + units.shape[2:])
     aud = (batch["aud"] - st["aud_mean"]) / st["aud_std"]
-    aud_raw = (batch["aud_raw"] - st["aud_mean"]) / st["aud_std"]
+    aud_raw = batch["aud_raw"]
     L = self.style.input_frames
     if aud_raw.shape[1] < L:
       raise ValueError(f"batch['aud_raw'] has {aud_raw.shape[1]} frames; the style extractor "
