@@ -154,3 +154,23 @@ def test_original_figures_attached():
   d = ts.original_cpu("d2m_decomposition", 32)
   assert d["orig_torch_1t_examples_per_s"] == pytest.approx(0.299 * 32)
   assert ts.original_cpu("wgan_audio", 32)["orig_torch_1t_examples_per_s"] is None
+
+
+def test_run_all_report_writes_tables_and_plots(tmp_path):
+  from benchmarks import run_all
+  env = {"device_kind": "cpu-2vcpu-epyc", "device_name": "cpu", "num_devices": 1,
+         "date_utc": "2026-01-01 00:00", "jax": jax.__version__}
+  for b, eps in ((32, 1000.0), (64, 1500.0)):
+    common.append_jsonl(str(tmp_path / "results.jsonl"), {
+        "bench": "train_step", "model": "style_paper", "dtype": "float32", "mode": "train",
+        "batch": b, "examples_per_s": eps, "step_median_s": b / eps, **env})
+  for fw, eps in (("jax (jit)", 1000.0), ("torch eager, 1 thr", 250.0)):
+    common.append_jsonl(str(tmp_path / "results.jsonl"), {
+        "bench": "compare", "model": "style_paper", "batch": 32, "dtype": "float32",
+        "framework": fw, "examples_per_s": eps, "step_median_s": 32 / eps,
+        "ratio": 1000.0 / eps, **env})
+  text = run_all.report(str(tmp_path))
+  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 |" in text
+  assert (tmp_path / "results.md").read_text() == text
+  for png in ("throughput_style_paper.png", "jax_vs_torch.png"):
+    assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
