@@ -26,6 +26,15 @@ def data_config() -> ml_collections.ConfigDict:
   d.batch_size = 32          # global batch, over all devices and processes
   d.eval_batch_size = 32
   d.shuffle_seed = 0
+  d.require_audio = True     # drop windows/units of motion-only sequences
+  d.waveform = True          # False: windows without the 16 kHz clip (smaller 'windows_nowave')
+  d.max_frames = ml_collections.FieldReference(None, field_type=int)  # kind 'sequences' pad/crop
+  d.synthetic_sequences_per_style = 6
+  d.synthetic_seconds = 30.0
+  d.synthetic_seed = 0
+  d.openpose_fps = 30.0
+  d.num_workers = 1          # ingestion processes
+  d.host_prefetch = 4
   return d
 
 
