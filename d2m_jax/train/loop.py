@@ -90,6 +90,28 @@ def _poison(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
           for k, v in batch.items()}
 
 
+def _eval_batches(data_cfg, split: str) -> Iterator[Dict[str, np.ndarray]]:
+  """Every example of ``split`` once, in a fixed order: global batches of
+  ``data.eval_batch_size``, the last one padded (``eval_mask`` marks real rows), each process
+  taking its rows of every global batch (so all processes run the same number of batches)."""
+  from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  arrays = {k: v for k, v in pipeline.load_split(data_cfg, split).items()
+            if not k.startswith("_")}
+  n = len(next(iter(arrays.values())))
+  gb = int(data_cfg.get("eval_batch_size", data_cfg.batch_size))
+  n_proc, pid = jax.process_count(), jax.process_index()
+  if gb % n_proc:
+    raise ValueError(f"config.data.eval_batch_size={gb} not divisible by {n_proc} processes")
+  local = gb // n_proc
+  for start in range(0, n, gb):
+    idx = np.arange(start, start + gb)
+    mask = (idx < n).astype(np.float32)
+    idx = np.minimum(idx, n - 1)[pid * local:(pid + 1) * local]
+    batch = {k: v[idx] for k, v in arrays.items()}
+    batch["eval_mask"] = mask[pid * local:(pid + 1) * local]
+    yield batch
+
+
 def _pad_eval_batch(batch: Dict[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
   """Pads a short last eval batch to ``size`` rows (repeating its last row) and adds
   ``eval_mask`` (1 for real rows) so tasks can count exactly; full batches get all ones."""
@@ -100,7 +122,8 @@ def _pad_eval_batch(batch: Dict[str, np.ndarray], size: int) -> Dict[str, np.nda
     if n < size:
       v = np.concatenate([v, np.repeat(v[-1:], size - n, axis=0)], axis=0)
     out[k] = v
-  out["eval_mask"] = (np.arange(size) < n).astype(np.float32)
+  mask = np.asarray(batch["eval_mask"], np.float32) if "eval_mask" in batch else np.ones(n, np.float32)
+  out["eval_mask"] = np.concatenate([mask, np.zeros(size - n, np.float32)]) if n < size else mask
   return out
 
 
@@ -180,8 +203,7 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
     it = iter(train_iter)
   if eval_iter_fn is None and _has_eval(task):
     def eval_iter_fn(split):  # pylint: disable=function-redefined
-      from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-      return pipeline.make_iterator(config.data, split, shuffle=False, repeat=False)
+      return _eval_batches(config.data, split)
 
   try:
     first_batch = next(it)
