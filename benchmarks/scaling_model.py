@@ -2,13 +2,14 @@ r"""Scaling model for data-parallel training: when do more devices stop paying?
 
 For every model config (``configs/*.py``; missing or broken ones are reported and skipped) this
 counts the gradient that data parallelism all-reduces each step (``jax.eval_shape`` of the task's
-state: no compute, no memory), takes a single-device step time (measured here with ``--measure``,
-or given with ``--step_ms=name=ms,...``, e.g. a GPU figure from ``benchmarks/train_step.py``),
-and projects step time, throughput and parallel efficiency to 8, 64 and 256 devices at a fixed
-per-device batch (weak scaling: the global batch grows with the device count):
+state: no compute, no memory; a WGAN critic's gradient counts ``n_critic`` times, one all-reduce
+per critic update), takes a single-device step time model ``t(b) = fixed + per_example * b``
+(measured here at batch b and b/4 with ``--measure``, or given with ``--step_ms``, e.g. GPU figures
+from ``benchmarks/train_step.py``) and projects to 8, 64 and 256 devices:
 
-  t(n) = t_1 + t_allreduce(n, bytes)         (no overlap of compute and communication: pessimistic)
-  throughput(n) = n * b / t(n),  efficiency(n) = t_1 / t(n)
+  weak scaling (per-device batch b fixed, global batch n*b):   t_n = t(b) + t_allreduce(n)
+  strong scaling (global batch G fixed, G/n per device):       t_n = t(G/n) + t_allreduce(n)
+  efficiency = throughput(n) / (n * throughput(1))             (no compute/communication overlap)
 
 The all-reduce cost is the better of NCCL's two algorithms for a flat group of n devices over one
 link type of per-device bandwidth ``bw`` and per-hop latency ``a``:
@@ -23,15 +24,15 @@ NIC per GPU; TPU v4 ICI: 6 links x ~45 GB/s, of which an all-reduce over the 3-D
 derated to 80 % achieved bus bandwidth. They are estimates, not measurements on such clusters.
 
 "Stops paying" is flagged where efficiency falls below 50 %: beyond that each added device buys
-less than half a device of throughput. The break-even step time (t_1 = t_allreduce) is printed per
-model and device count: a model whose single-device step is shorter than that spends more time
-communicating than computing.
+less than half a device of throughput. Without a step time the all-reduce time alone is printed:
+it is the break-even step time (a step shorter than that spends more time communicating than
+computing).
 
 Usage:
   python benchmarks/scaling_model.py                                  # comm only, all configs
-  python benchmarks/scaling_model.py --measure --batch=32            # + CPU step time measured here
-  python benchmarks/scaling_model.py --step_ms=style_improved=4.1,d2m_decomp=35
-  python benchmarks/scaling_model.py --configs=configs/style_paper.py --json=out.json
+  python benchmarks/scaling_model.py --measure --batch=32 --configs=configs/style_paper.py
+  python benchmarks/scaling_model.py --step_ms=style_improved=4.1@32/9.0@256 --global_batch=256
+  python benchmarks/scaling_model.py --json=scaling.json
 """
 from __future__ import annotations
 

@@ -131,6 +131,7 @@ def test_engine_two_processes_equal_one_and_resume_on_one_process(tmp_path, tiny
   multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
   data = tiny_data_cfg.copy_and_resolve_references()
   data.batch_size = data.eval_batch_size = GLOBAL_BATCH
+  data.waveform = False            # the style model reads d2m28 only: smaller batches
   data_json = data.to_json()
   (tmp_path / "data_cfg.json").write_text(data_json)
 
@@ -141,6 +142,10 @@ def test_engine_two_processes_equal_one_and_resume_on_one_process(tmp_path, tiny
   init = _flat(jax.device_get(_init_params()))
   assert max(np.abs(v - init[k]).max() for k, v in two.items()) > 1e-3  # it trained
   assert not any(p.name.startswith(".") for p in pathlib.Path(multi).iterdir())  # no temp files
+  # Logs from process 0 only; both processes evaluated (collectives), process 0 reported.
+  logs = [(tmp_path / "two_0_4" / f"proc{i}.log").read_text() for i in range(2)]
+  assert "eval test @ step 4" in logs[0] and "eval test" not in logs[1]
+  assert "step 4/4" in logs[0] and "step 4/4" not in logs[1]
   # eval.json of the 2-process run (process 0 writes it) counts every example of the split once.
   e2, e1 = _eval(multi)["final"]["test"], _eval(single)["final"]["test"]
   assert e2["num_examples"] == e1["num_examples"] >= GLOBAL_BATCH
