@@ -254,6 +254,9 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   The music is decoded FIRST (cheap, and the likeliest input error), then the checkpoint is
   restored. Returns a dict with the output paths, shapes and per-stage timings.
   """
+  if render:  # fail before any work when the video cannot be made
+    from d2m_jax.render import find_ffmpeg  # pylint: disable=import-outside-toplevel
+    find_ffmpeg()
   # Decode before the (slow) restore so bad music fails fast and leaves nothing behind.
   t0 = time.perf_counter()
   decoded = _load_audio(music_path)
