@@ -21,13 +21,24 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.j
 config_flags.DEFINE_config_file("config", None, "Training configuration file (configs/*.py).",
                                 lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-process (multi-host) runs; see d2m_jax/train/distributed.py. Shorthands for the
+# --config.distributed.* fields (these flags win); SLURM and TPU-pod values are auto-detected.
+flags.DEFINE_bool("multiprocess", None, "Join a multi-process run with jax.distributed "
+                  "(= --config.distributed.mode=on; --nomultiprocess = off; default: the config's "
+                  "mode, 'auto': only under a detected cluster launch).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
+flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
 
 
 class _QuietLibraries(pylogging.Filter):
-  """Drops orbax's INFO chatter (every save/close) so the progress lines stay readable."""
+  """Drops the INFO chatter of orbax (every save/close) and TFDS (every dataset read) so the
+  progress lines stay readable; warnings and errors still show."""
+  NOISY = ("orbax", "tensorflow_datasets", "etils")
 
   def filter(self, record):
-    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+    return (record.levelno >= pylogging.WARNING
+            or not any(n in record.pathname for n in self.NOISY))
 
 
 def main(argv):
@@ -35,7 +46,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
-  distributed.maybe_initialize(FLAGS.config)  # before any other jax call; no-op on one process
+  mode = None if FLAGS.multiprocess is None else ("on" if FLAGS.multiprocess else "off")
+  try:  # before any other jax call; a no-op for ordinary single-process runs
+    distributed.maybe_initialize(FLAGS.config, mode=mode,
+                                 coordinator_address=FLAGS.coordinator_address,
+                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
