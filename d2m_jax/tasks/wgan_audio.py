@@ -124,8 +124,7 @@ class WGANAudioTask(WGANTask):
                           m.audio_channels, m.audio_layers, m.critic_hidden, m.activ, m.ablated,
                           self.dtype)
 
-  def init_models(self, rng, batch, stats):
-    P = np.asarray(batch["pose"]).shape[-1]
+  def init_models(self, rng, P):
     T, m = WINDOW_FRAMES, self.config.model
     k1, k2 = jax.random.split(rng)
     g_vars = self._gen(None, P).init(k1, jnp.zeros((1, T, m.window)), jnp.zeros((1, T, m.noise)),

@@ -85,13 +85,15 @@ def adam(lr, config_optim, boundaries_scale: int = 1):
                     eps=1e-8)
 
 
-def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim: int = 69):
-  """A batch with exactly the 'windows' pipeline keys, shapes and dtypes (data contract)."""
+def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim: int = 69,
+                            waveform: bool = True):
+  """A batch with exactly the 'windows' pipeline keys, shapes and dtypes (data contract);
+  ``waveform=False`` as ``data.waveform=False`` (the pipeline's smaller 'windows_nowave')."""
   T = WINDOW_FRAMES
   f = lambda *s: rng.standard_normal(s).astype(np.float32)
   wave = np.zeros((batch_size, WAVE_LEN), np.float32)
   wave[:, 1280:-1280] = 0.1 * f(batch_size, WAVE_LEN - 2560)
-  return {
+  batch = {
       "pose": f(batch_size, T, pose_dim),
       "root": f(batch_size, T, 3),
       "style": rng.integers(0, 4, (batch_size,)).astype(np.int32),
@@ -101,6 +103,9 @@ def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim:
       "beat": (rng.random((batch_size, T)) < 0.1).astype(np.float32),
       "waveform": wave,
   }
+  if not waveform:
+    del batch["waveform"]
+  return batch
 
 
 def _slice_tree(tree, i):
@@ -126,8 +131,8 @@ class WGANTask(Task):
     self.d_tx = adam(config.optim.lr_d, config.optim, self.n_critic)
 
   # -- hooks ------------------------------------------------------------------------------------
-  def init_models(self, rng, batch, stats):
-    """-> (generator variables {'params', 'batch_stats'}, critic params)."""
+  def init_models(self, rng, pose_dim: int):
+    """-> (generator variables {'params', 'batch_stats'}, critic params); jitted."""
     raise NotImplementedError
 
   def prepare(self, batch, stats, rng):
@@ -168,7 +173,8 @@ class WGANTask(Task):
   def init_state(self, rng, batch, stats=None):
     stats = self._stats(batch, stats)
     k_init, k_state = jax.random.split(rng)
-    g_vars, d_params = self.init_models(k_init, batch, stats)
+    pose_dim = int(np.asarray(batch["pose"]).shape[-1])
+    g_vars, d_params = jax.jit(self.init_models, static_argnums=1)(k_init, pose_dim)
     g_params = g_vars["params"]
     return WGANState(
         step=jnp.zeros((), jnp.int32), rng=k_state, g_params=g_params,
@@ -266,7 +272,8 @@ class WGANTask(Task):
     return {}
 
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator):
-    return windows_synthetic_batch(batch_size, rng, int(self.config.model.get("pose_dim", 69)))
+    return windows_synthetic_batch(batch_size, rng, int(self.config.model.get("pose_dim", 69)),
+                                   bool(self.config.data.get("waveform", True)))
 
 
 def apply_generator(module, g_params, g_batch_stats, args, rng, train, **kw):

@@ -28,6 +28,8 @@ def pose_config(latent: int = 50, size: int = 128, nblocks: int = 1) -> ml_colle
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 2000
   c.data.kind = "windows"
+  c.data.waveform = False          # motion only: the pipeline's smaller windows_nowave
+  c.data.require_audio = False     # motion-only sequences are usable too
   c.data.batch_size = 4            # windows; frames are drawn from all 480 of them
   c.data.eval_batch_size = 4
   m = c.model
@@ -58,9 +60,7 @@ class WGANPoseTask(WGANTask):
     m = self.config.model
     return PoseCritic(m.size, m.nblocks, m.dropout, m.parity_residual_bug, self.dtype)
 
-  def init_models(self, rng, batch, stats):
-    P = np.asarray(batch["pose"]).shape[-1]
-    self.pose_dim = P
+  def init_models(self, rng, P):
     k1, k2, k3 = jax.random.split(rng, 3)
     z = jnp.zeros((2, self.config.model.latent))
     g_vars = self._gen(None, P).init({"params": k1, "dropout": k3}, z, train=False)

@@ -28,6 +28,8 @@ def seq_config(conditional: bool = False) -> ml_collections.ConfigDict:
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 5000
   c.data.kind = "windows"
+  c.data.waveform = False          # motion only: the pipeline's smaller windows_nowave
+  c.data.require_audio = False     # motion-only sequences are usable too
   m = c.model
   m.n_critic = 8
   m.per_update_batch = 24
@@ -69,8 +71,7 @@ class WGANSeqTask(WGANTask):
     return SeqCritic(m.channels, m.init_kernel, m.nblocks_critic, m.num_classes, m.embed_dim,
                      m.critic_dropout, self.dtype)
 
-  def init_models(self, rng, batch, stats):
-    P = np.asarray(batch["pose"]).shape[-1]
+  def init_models(self, rng, P):
     k1, k2 = jax.random.split(rng)
     T = WINDOW_FRAMES
     labels = jnp.zeros((2,), jnp.int32)
