@@ -158,6 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = parallel.make_mesh(int(_get(config, "num_devices", 0) or 0))
   dp = parallel.DataParallel(str(config.parallel), mesh)
   dp.check_batch_size(global_batch)
+  if _has_eval(task):
+    dp.check_batch_size(int(config.data.get("eval_batch_size", global_batch)),
+                        "config.data.eval_batch_size")
   device_kind = jax.devices()[0].device_kind
   log(f"task={config.task} parallel={dp.mode} devices={dp.num_devices} ({device_kind}) "
       f"processes={jax.process_count()} global_batch={global_batch} dtype={config.dtype} "
@@ -283,7 +286,13 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
       return
     for split in splits:
       t_eval = time.perf_counter()
-      metrics = _evaluate(config, task, dp, eval_state, state, eval_iter_fn(split))
+      try:
+        metrics = _evaluate(config, task, dp, eval_state, state, eval_iter_fn(split))
+      except Exception as e:  # pylint: disable=broad-except
+        if type(e).__name__ != "DataError":  # a split the dataset does not have: skip it
+          raise
+        log(f"eval on {split!r} skipped: {e}")
+        continue
       if metrics is None:
         log(f"eval on {split!r}: no batches")
         continue
