@@ -199,6 +199,7 @@ class Timing:
   """Step times (seconds) of one measured configuration."""
   compile_s: float
   step_s: List[float]
+  cpu_s: Optional[List[float]] = None  # process CPU seconds per step (all threads)
 
   @property
   def median_s(self) -> float:
@@ -221,12 +222,15 @@ def compile_aot(fn: Callable, *args, donate_argnums=(), **jit_kwargs):
 
 
 def time_steps(call: Callable[[Any], Any], carry: Any, *, warmup: int = 2, min_steps: int = 3,
-               max_steps: int = 50, min_time_s: float = 2.0, max_time_s: float = 60.0):
+               max_steps: int = 50, min_time_s: float = 2.0, max_time_s: float = 60.0,
+               cpu_out: Optional[List[float]] = None):
   """Times ``carry = call(carry)`` step by step, each ended by ``block_until_ready``.
 
   Runs ``warmup`` (>= 2) untimed steps, then timed steps until ``max_steps`` or until both
   ``min_steps`` and ``min_time_s`` are reached, never (after ``min_steps``) past ``max_time_s``.
-  Returns (step_times, final carry).
+  Returns (step_times, final carry). With ``cpu_out`` (a list), the process CPU time of each
+  step (user + system, all threads) is appended to it: on a shared host whose cores other jobs
+  also use, CPU seconds per step move much less than wall seconds.
   """
   warmup = max(2, warmup)
   for _ in range(warmup):
@@ -234,9 +238,11 @@ def time_steps(call: Callable[[Any], Any], carry: Any, *, warmup: int = 2, min_s
   times: List[float] = []
   t_start = time.perf_counter()
   while len(times) < max_steps:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     carry = jax.block_until_ready(call(carry))
     times.append(time.perf_counter() - t0)
+    if cpu_out is not None:
+      cpu_out.append(time.process_time() - c0)
     elapsed = time.perf_counter() - t_start
     if len(times) >= min_steps and (elapsed >= min_time_s or elapsed >= max_time_s):
       break
@@ -261,6 +267,10 @@ def summarise(timing: Timing, *, examples: int, num_devices: int, flops: Optiona
       "peak_tflops_per_device": peak,
       "mfu": mfu(flops, med, num_devices, peak),
   }
+  if timing.cpu_s:
+    cpu = statistics.median(timing.cpu_s)
+    out["cpu_s_per_step"] = cpu
+    out["examples_per_cpu_s"] = examples / cpu if cpu > 0 else None
   return out
 
 

@@ -33,15 +33,16 @@ def _torch_device():
   return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _time_torch(peer, steps: int, device: str) -> List[float]:
+def _time_torch(peer, steps: int, device: str, cpu: List[float]) -> List[float]:
   import torch
   out = []
   for _ in range(steps):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     peer.step()
     if device == "cuda":
       torch.cuda.synchronize()
     out.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
   return out
 
 
@@ -60,12 +61,14 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   compiled, compile_s = common.compile_aot(fn, state, jbatch, donate_argnums=(0,))
   holder = [state]
 
-  def jax_steps(n):
+  def jax_steps(n, cpu=None):
     ts_ = []
     for _ in range(n):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       holder[0] = jax.block_until_ready(compiled(holder[0], jbatch)[0])
       ts_.append(time.perf_counter() - t0)
+      if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return ts_
 
   jax_steps(2)  # warm-up
@@ -99,11 +102,12 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   # --- alternating rounds
   times: Dict[str, List[float]] = {"jax": []}
   times.update({k: [] for k in peers})
+  cpu: Dict[str, List[float]] = {k: [] for k in times}
   for r in range(rounds):
-    times["jax"] += jax_steps(steps)
+    times["jax"] += jax_steps(steps, cpu["jax"])
     for name, (th, p) in peers.items():
       torch.set_num_threads(th)
-      times[name] += _time_torch(p, steps, device)
+      times[name] += _time_torch(p, steps, device, cpu[name])
     common.log(f"[compare] round {r + 1}/{rounds}: " + ", ".join(
         f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in times.items()))
   jax_med = statistics.median(times["jax"])
@@ -111,14 +115,20 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   base = {"bench": "compare", "model": model, "batch": batch, "dtype": dtype, **env,
           "torch": torch.__version__, "torch_device": device,
           "overrides": dict(ts.BENCH_OVERRIDES.get(model, {}), **(overrides or {}))}
+  jax_cpu = statistics.median(cpu["jax"])
   rec = {**base, "framework": "jax (jit)", "compile_s": compile_s, "step_median_s": jax_med,
-         "examples_per_s": examples / jax_med, "examples_per_step": examples, "ratio": 1.0}
+         "step_times_s": times["jax"], "cpu_s_per_step": jax_cpu,
+         "examples_per_s": examples / jax_med, "examples_per_step": examples, "ratio": 1.0,
+         "cpu_ratio": 1.0}
   records.append(rec)
   for name, (th, p) in peers.items():
     med = statistics.median(times[name])
+    c = statistics.median(cpu[name])
     records.append({**base, "framework": name, "torch_threads": th, "step_median_s": med,
+                    "step_times_s": times[name], "cpu_s_per_step": c,
                     "examples_per_step": p.examples, "examples_per_s": p.examples / med,
-                    "ratio": (examples / jax_med) / (p.examples / med)})
+                    "ratio": (examples / jax_med) / (p.examples / med),
+                    "cpu_ratio": (examples / jax_cpu) / (p.examples / c)})
   for r in records:
     r.update(ts.original_cpu(model, batch))
     common.append_jsonl(out, r)
@@ -128,8 +138,9 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
 def table(records) -> str:
   return common.markdown_table(
       records, ["model", "batch", "dtype", "framework", "step_median_s", "examples_per_s",
-                "ratio"],
-      ["model", "B", "dtype", "framework", "median s/step", "ex/s", "JAX speed-up"])
+                "ratio", "cpu_s_per_step", "cpu_ratio"],
+      ["model", "B", "dtype", "framework", "median s/step", "ex/s", "JAX speed-up (wall)",
+       "CPU s/step", "JAX speed-up (CPU time)"])
 
 
 def main(argv=None) -> int:

@@ -214,8 +214,9 @@ class Bench:
       call = lambda _: compiled(state, batch)  # noqa: E731
       carry = None
     xla = common.xla_flops(compiled)
-    times, _ = common.time_steps(call, carry, **timing_kw)
-    timing = common.Timing(compile_s, times)
+    cpu: List[float] = []
+    times, _ = common.time_steps(call, carry, cpu_out=cpu, **timing_kw)
+    timing = common.Timing(compile_s, times, cpu)
     kind = common.device_kind()
     rec = common.summarise(timing, examples=examples, num_devices=self.num_devices, flops=flops,
                            kind=kind, dtype=self.dtype)
@@ -309,10 +310,11 @@ def sweep(model: str, *, batches: List[int], dtypes: List[str], modes: List[str]
 
 
 TABLE_COLUMNS = ["model", "dtype", "mode", "batch", "compile_s", "step_median_s", "step_p90_s",
-                 "examples_per_s", "examples_per_s_per_device", "tflops_per_s", "mfu",
+                 "examples_per_s", "examples_per_s_per_device", "cpu_s_per_step", "tflops_per_s",
+                 "mfu",
                  "orig_torch_1t_examples_per_s", "orig_torch_2t_examples_per_s"]
 TABLE_HEADERS = ["model", "dtype", "mode", "B", "compile s", "median s", "p90 s", "ex/s",
-                 "ex/s/dev", "TFLOP/s", "MFU", "orig. torch 1 thr ex/s",
+                 "ex/s/dev", "CPU s/step", "TFLOP/s", "MFU", "orig. torch 1 thr ex/s",
                  "orig. torch 2 thr ex/s"]
 
 

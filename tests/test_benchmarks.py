@@ -170,7 +170,7 @@ def test_run_all_report_writes_tables_and_plots(tmp_path):
         "framework": fw, "examples_per_s": eps, "step_median_s": 32 / eps,
         "ratio": 1000.0 / eps, **env})
   text = run_all.report(str(tmp_path))
-  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 |" in text
+  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 | - | - |" in text
   assert (tmp_path / "results.md").read_text() == text
   for png in ("throughput_style_paper.png", "jax_vs_torch.png"):
     assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
