@@ -15,10 +15,21 @@ Paper-size model (27.2M trained parameters + 8.6M frozen). The 2-core CPU here d
 1 step/s at batch 32 (noisy, shared machine; see the README section). The paper trains 1500
 epochs at batch 256.
 """
+import importlib.util
+import os
+
 import ml_collections
 
-from configs.d2m_decomposition import model_config as decomp_model_config
 from d2m_jax.train.defaults import base_config
+
+
+def decomp_model_config(pose_size: int):
+  """``model_config`` of configs/d2m_decomposition.py (loaded by path: configs/ is no package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "d2m_decomposition.py")
+  spec = importlib.util.spec_from_file_location("_d2m_decomposition_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.model_config(pose_size)
 
 
 def get_config(variant: str = "mocap"):

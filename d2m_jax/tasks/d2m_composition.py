@@ -107,17 +107,15 @@ class StyleExtractor:
       style_cfg = checkpoint.load_config(self.workdir)
       self.input_frames = int(style_cfg.model.num_frames)  # the length it was trained on
       self._get_style = style_models.get_style
+      state, _, _ = checkpoint.restore_state(self.workdir)  # outside any trace
+      self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
+                                       "std": state.feat_std})
     else:
       self.module = StyleGRU(self.style_dim)
 
   def init(self, rng, stats):
     """Frozen style parameters: restored from ``style_workdir`` or the random fallback."""
     if self.workdir:
-      if self._restored is None:
-        from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
-        state, _, _ = checkpoint.restore_state(self.workdir)
-        self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
-                                         "std": state.feat_std})
       return jax.tree.map(jnp.asarray, self._restored)
     aud = jnp.zeros((1, self.input_frames, 28))
     return {"params": self.module.init(rng, aud)["params"], "mean": stats["aud_mean"],
@@ -170,7 +168,10 @@ class CompositionTask(Task):
         "stdp_dec": self.stage1["stdp_dec"],
     }
     self.style = StyleExtractor(config)
-    self._pretrained = None
+    # Restored here, outside any trace (the engine jits init_state; orbax cannot restore under a
+    # trace). Generation from a composition workdir therefore also needs the stage-1 workdir to
+    # exist (its values are then overwritten by the composition checkpoint).
+    self._pretrained = _load_decomposition(self.decomp_workdir) if self.decomp_workdir else None
     o = config.optim
     specs = {k: (o.lr, o.clip_norm) for k in self.nets}
     specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
@@ -186,9 +187,7 @@ class CompositionTask(Task):
     stage1 = decomp.init_module_params(self.stage1, m, k_stage1)
     model_stats = common.model_stats(stats, m.pose_size)
     if self.decomp_workdir:
-      # Loaded once per task; under the engine's jax.jit(init_state) the values are constants.
-      if self._pretrained is None:
-        self._pretrained = _load_decomposition(self.decomp_workdir)
+      # Under the engine's jax.jit(init_state) these are constants.
       dparams, dstats = self._pretrained
       stage1 = jax.tree.map(jnp.asarray, {k: dparams[k] for k in ("initp_enc", "movement_enc",
                                                                    "stdp_dec")})
