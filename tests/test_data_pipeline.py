@@ -33,12 +33,24 @@ def test_split_assignment_is_by_sequence_and_disjoint():
 def test_no_sequence_in_two_splits(tiny_data_cfg):
   for kind in ("windows", "units", "sequences"):
     c = _cfg(tiny_data_cfg, kind=kind)
-    seqs = {s: set(pipeline.load_split(c, s)["_seq"]) for s in examples.SPLITS}
+    loaded = {s: pipeline.load_split(c, s) for s in examples.SPLITS}
+    seqs = {s: set(loaded[s]["_seq"]) for s in examples.SPLITS}
+    info = pipeline.dataset_info(c)
+    assert info["num_examples"] == {s: len(loaded[s]["_seq"]) for s in examples.SPLITS}
     assert all(seqs[s] for s in examples.SPLITS), (kind, seqs)
     assert not (seqs["train"] & seqs["validation"]) and not (seqs["train"] & seqs["test"])
     assert not (seqs["validation"] & seqs["test"])
   man = ingest.read_manifest(pipeline.processed_dir(tiny_data_cfg))
   assert len({r["name"] for r in man["sequences"]}) == len(man["sequences"]) == 12
+
+
+def test_synthetic_music_tempo_is_recovered(tiny_data_cfg):
+  import json
+  man = ingest.read_manifest(pipeline.processed_dir(tiny_data_cfg))
+  for r in man["sequences"]:
+    with open(os.path.join(pipeline.raw_dir(tiny_data_cfg), r["name"], "config.json")) as f:
+      bpm = json.load(f)["bpm"]
+    assert abs(r["tempo"] - bpm) < 1.0, (r["name"], r["tempo"], bpm)
 
 
 def test_stats_come_from_the_train_split_only(tiny_data_cfg):

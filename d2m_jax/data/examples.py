@@ -131,6 +131,18 @@ def units(seq, *, stride: int = 2) -> Iterator[dict]:
                has_audio=np.int32(seq["has_audio"]), start=np.int32(s0))
 
 
+def num_windows(frames: int, stride: int) -> int:
+  return max(0, (frames - WINDOW) // stride + 1)
+
+
+def num_units(beats: np.ndarray, stride: int = 2) -> int:
+  """How many examples ``units`` yields for these beats (same rule, no interpolation)."""
+  beats = np.asarray(beats, np.int64)
+  need = 4 * UNITS_PER_EXAMPLE + 1
+  return sum(1 for i in range(0, beats.shape[0] - need + 1, stride)
+             if unit_times(beats[i:i + 5])[0] >= 0)
+
+
 def sequence_example(seq) -> dict:
   pose = _flat_pose(seq)
   t = pose.shape[0]

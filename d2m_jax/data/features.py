@@ -187,7 +187,9 @@ def _beats_from_grid_signal(y, sr_grid, fps, num_frames):
   if times.size >= 4:
     # librosa's tempo is quantised to whole lags; refine it by a least-squares line through the
     # beat times (beat numbers from the median period, so skipped beats do not bias it).
-    period = np.median(np.diff(times))
+    d = np.diff(times)
+    med = np.median(d)
+    period = np.mean(d[np.abs(d - med) < 0.25 * med])    # unbiased by the frame quantisation
     idx = np.round((times - times[0]) / period)
     a = np.vstack([idx, np.ones_like(idx)]).T
     slope = np.linalg.lstsq(a, times, rcond=None)[0][0]

@@ -198,14 +198,36 @@ def dataset_info(data_cfg) -> dict:
   path = os.path.join(data_dir(data_cfg), data_cfg.source, _tfds_kind(data_cfg),
                       tfds_builders.VERSION, "dataset_info.json")
   with open(path) as f:
-    splits = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) or 0
+    stored = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) or 0
               for s in json.load(f).get("splits", [])}
   return dict(pose_dim=man["pose_dim"], joints=man["joints"], dims=man["dims"],
               skeleton=man["skeleton"], fps=man["fps"], styles=tuple(man["styles"]),
-              num_examples={s: splits.get(s, 0) for s in ex_lib.SPLITS},
+              num_examples=_num_examples(data_cfg, man),
+              num_stored_examples={s: stored.get(s, 0) for s in ex_lib.SPLITS},
               num_sequences={s: sum(r["split"] == s for r in man["sequences"])
                              for s in ex_lib.SPLITS},
               feature_dims=man["feature_dims"], source=man["source"], kind=data_cfg.kind)
+
+
+def _num_examples(data_cfg, man) -> dict[str, int]:
+  """Examples per split as make_iterator sees them (after the require_audio filter)."""
+  from d2m_jax.data import tfds_builders
+  need_audio = bool(_get(data_cfg, "require_audio", True)) and data_cfg.kind != "sequences"
+  out = {s: 0 for s in ex_lib.SPLITS}
+  for r in man["sequences"]:
+    if need_audio and not r["has_audio"]:
+      continue
+    if data_cfg.kind == "windows":
+      n = ex_lib.num_windows(r["frames"], tfds_builders.WINDOW_STRIDE.get(man["source"], 30))
+    elif data_cfg.kind == "units":
+      if not r["has_audio"]:
+        continue
+      with np.load(os.path.join(processed_dir(data_cfg), "seq", f"{r['name']}.npz")) as z:
+        n = ex_lib.num_units(z["beats"], tfds_builders.UNIT_STRIDE)
+    else:
+      n = 1
+    out[r["split"]] += n
+  return out
 
 
 def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
