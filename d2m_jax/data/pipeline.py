@@ -48,6 +48,7 @@ BATCH_KEYS = {
     "sequences": ("pose", "root", "style", "length", "beat") + FRAME_FEATURES,
 }
 _CACHE: dict[Any, dict[str, np.ndarray]] = {}
+_TF_CACHE: dict[int, dict[str, Any]] = {}
 _LOCK = threading.Lock()
 
 
@@ -347,7 +348,10 @@ def make_iterator(data_cfg, split: str = "train", *, start_step: int = 0, shuffl
   sched = batch_schedule(n, gb, seed=seed, start_step=start_step, shuffle=shuffle, repeat=repeat)
   tf = _hide_gpus_from_tf()
   keys = [k for k in arrays if not k.startswith("_")]
-  tensors = {k: tf.constant(arrays[k]) for k in keys}
+  with _LOCK:                       # one TF copy of a split per process, reused by every call
+    tensors = _TF_CACHE.get(id(arrays))
+    if tensors is None:
+      tensors = _TF_CACHE[id(arrays)] = {k: tf.constant(arrays[k]) for k in keys}
 
   def gen():
     for idx in sched:
