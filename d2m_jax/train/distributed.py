@@ -305,11 +305,28 @@ def broadcast_from_main(tree: Any) -> Any:
   return multihost_utils.broadcast_one_to_all(tree)
 
 
-def sync(name: str) -> None:
-  """Barrier over all processes (no-op with one). ``name`` must be the same on every process."""
-  if jax.process_count() > 1:
+_BARRIER_COUNT = {}
+
+
+def sync(name: str, timeout_s: float = 600.0) -> None:
+  """Barrier over all processes (no-op with one). ``name`` must be the same on every process.
+
+  Uses the coordination service's barrier (``timeout_s``, default 10 min) rather than a device
+  collective: CPU (gloo) collectives give up connecting after about 30 s, so a process that
+  arrives at its first collective long before another (process 0 alone builds the TensorBoard
+  writer, importing TensorFlow, which takes tens of seconds on a loaded machine) fails with
+  "Gloo context initialization failed: Connect timeout". Call this before the first collective.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  if client is None or not hasattr(client, "wait_at_barrier"):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+    return
+  count = _BARRIER_COUNT[name] = _BARRIER_COUNT.get(name, 0) + 1   # ids are single-use
+  client.wait_at_barrier(f"d2m_{name}_{count}", int(timeout_s * 1000))
 
 
 def assert_same_everywhere(tree: Any, what: str = "value") -> None:

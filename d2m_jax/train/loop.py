@@ -316,6 +316,9 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
   final_splits = list(_get(config, "final_eval_splits", [eval_split, "test"]))
 
   # ---- loop ----------------------------------------------------------------------------------
+  # All processes meet before the first collective (process 0 alone built the writer: CPU/gloo
+  # collectives time out after ~30 s of waiting for a peer). No-op with one process.
+  distributed.sync("train_loop_start")
   t_loop = time.perf_counter()
   done = start_step
   for step in range(start_step, total_steps):
