@@ -53,6 +53,24 @@ def test_synthetic_music_tempo_is_recovered(tiny_data_cfg):
     assert abs(r["tempo"] - bpm) < 1.0, (r["name"], r["tempo"], bpm)
 
 
+def test_synthetic_motion_pauses_on_the_music_beats(tiny_data_cfg):
+  """Beat alignment (FACT-style, sigma = 3 frames) of kinematic beats (minima of the smoothed
+  mean joint speed) with the tracked music beats, against randomly placed beats."""
+  from scipy.ndimage import gaussian_filter1d
+  from scipy.signal import argrelextrema
+
+  def bas(pose, beats):
+    v = gaussian_filter1d(np.linalg.norm(np.diff(pose, axis=0), axis=-1).mean(1), 2)
+    kin = argrelextrema(v, np.less)[0]
+    return np.mean([np.exp(-np.min((kin - b) ** 2) / 18.0) for b in beats])
+
+  rng = np.random.default_rng(0)
+  seqs = ingest.split_sequences(pipeline.processed_dir(tiny_data_cfg), "train")
+  for s in seqs:
+    rand = np.sort(rng.integers(0, s["pose"].shape[0], s["beats"].shape[0]))
+    assert bas(s["pose"], s["beats"]) > bas(s["pose"], rand) + 0.15, s["name"]
+
+
 def test_stats_come_from_the_train_split_only(tiny_data_cfg):
   st = pipeline.load_stats(tiny_data_cfg)
   pdir = pipeline.processed_dir(tiny_data_cfg)

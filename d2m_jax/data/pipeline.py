@@ -144,9 +144,17 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
       rdir = raw_dir(data_cfg)
       marker = os.path.join(rdir, "SYNTHETIC.json")
       have = json.load(open(marker)) if os.path.exists(marker) else None
+      if force and have is not None:
+        import shutil
+        shutil.rmtree(rdir)
+        have = None
       if have is not None and {k: have[k] for k in params} != params:
         raise DataError(rdir, f"synthetic data here was generated with {have}, the config asks "
                         f"for {params}: use another data.data_dir")
+      if have is not None and have.get("version", 1) != synthetic.GENERATOR_VERSION:
+        log(f"note: the synthetic data in {rdir} is from generator version "
+            f"{have.get('version', 1)} (current {synthetic.GENERATOR_VERSION}); rebuild with "
+            "`launch/preprocess.py --source=synthetic --force` to update it")
       if have is None:
         log(f"generating the synthetic dataset {params} in {rdir}")
         synthetic.generate_dataset(rdir, **params)

@@ -26,6 +26,7 @@ import numpy as np
 from d2m_jax.data import skeleton
 
 SR = 22050
+GENERATOR_VERSION = 2      # 2: movements pause on the beats (warped beat phase)
 FPS = skeleton.MOCAP_FPS
 # style: (bpm, beats per bar)
 STYLE_TEMPO = {"C": (120.0, 4), "R": (104.0, 4), "T": (128.0, 4), "W": (90.0, 3)}
@@ -106,21 +107,23 @@ def synth_music(style: str, bpm: float, seconds: float, offset: float, key: int,
       _add(buf, t, (0.12 if pos == 0 else 0.05) * _noise_burst(rng, 0.05, 0.01))
     elif style == "C":
       cow = _tone([560.0, 845.0], 0.12, [1.0, 0.3], decay=0.04)
-      _add(buf, t, (0.35 if pos == 0 else 0.25) * cow)
+      _add(buf, t, (0.4 if pos == 0 else 0.3) * cow)
+      _add(buf, t, 0.6 * _thump(150.0, 60.0, 0.2, 0.07))                 # kick on every beat
       if pos in (0, 2):
         _add(buf, t, 0.45 * _tone(bass, 0.4 * spb, [1, 0.3], decay=0.2))
-      _add(buf, t + 0.5 * spb, 0.2 * _tone(triad, 0.4 * spb, [1, .4, .2, .1], decay=0.12))
+      _add(buf, t + 0.5 * spb, 0.08 * _tone(triad, 0.4 * spb, [1, .4, .2, .1], decay=0.12))
       if pos == 3:                                                       # cha-cha on 4-and
-        _add(buf, t + 0.5 * spb, 0.25 * cow)
+        _add(buf, t + 0.5 * spb, 0.12 * cow)
     elif style == "R":
       if pos == 0:
-        _add(buf, t, 0.22 * _tone(triad, bar * spb, [1, 0.3], attack=0.3))
-        _add(buf, t, 0.4 * _tone(bass, 2 * spb, [1, 0.2], attack=0.05, decay=0.8))
+        _add(buf, t, 0.2 * _tone(triad, bar * spb, [1, 0.3], attack=0.3))
+        _add(buf, t, 0.4 * _tone(bass, 2 * spb, [1, 0.2], attack=0.01, decay=0.8))
+      _add(buf, t, 0.5 * _thump(120.0, 55.0, 0.25, 0.09))                # soft kick, every beat
       if pos in (1, 3):
-        _add(buf, t, 0.5 * _thump(260.0, 160.0, 0.25, 0.08))
+        _add(buf, t, 0.45 * _thump(260.0, 160.0, 0.25, 0.08))            # conga on 2 and 4
       if pos == 3:
-        _add(buf, t + 0.5 * spb, 0.35 * _thump(330.0, 200.0, 0.2, 0.06))
-      _add(buf, t + 0.5 * spb, 0.04 * _noise_burst(rng, 0.08, 0.02))
+        _add(buf, t + 0.5 * spb, 0.15 * _thump(330.0, 200.0, 0.2, 0.06))
+      _add(buf, t + 0.5 * spb, 0.02 * _noise_burst(rng, 0.08, 0.02))
     elif style == "T":
       accent = 1.0 if pos == 0 else 0.6
       _add(buf, t, 0.28 * accent * _tone(triad, 0.18 * spb, [1, 0, .33, 0, .2, 0, .14], decay=0.06))
@@ -149,7 +152,9 @@ def _snap(x, sharp=6.0):
 def synth_motion(style: str, beat_phase: np.ndarray, bar: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
   """(joints (T, 23, 3) root-relative, root (T, 3)) for beat phases b(t) (beats since beat 0)."""
-  b = beat_phase
+  # Warped beat phase: b - sin(2 pi b) / (2 pi) has zero slope at every beat, so every
+  # movement below (all functions of b) pauses on the beats: kinematic beats = music beats.
+  b = beat_phase - np.sin(2 * np.pi * beat_phase) / (2 * np.pi)
   t_n = b.size
   m = b / bar
   amp = rng.uniform(0.8, 1.2)
@@ -245,7 +250,7 @@ def _atomic_write(path, data: bytes):
 
 
 def generate_sequence(style: str, index: int, seconds: float, seed: int):
-  """One sequence: (audio (N,) float32 at SR, start, end, joints, root, bpm)."""
+  """One sequence: (audio (N,) float32 at SR, start, end, joints, root, bpm, first beat (s))."""
   rng = np.random.default_rng([seed, skeleton.STYLES.index(style), index])
   bpm0, bar = STYLE_TEMPO[style]
   bpm = bpm0 * rng.uniform(0.96, 1.04)
@@ -259,7 +264,7 @@ def generate_sequence(style: str, index: int, seconds: float, seed: int):
   t = (start + np.arange(n)) / FPS
   beat_phase = (t - offset) * bpm / 60.0
   joints, root = synth_motion(style, beat_phase, bar, rng)
-  return music, start, end, joints, root, bpm
+  return music, start, end, joints, root, bpm, offset
 
 
 def generate_dataset(out_dir: str, *, sequences_per_style: int = 6, seconds: float = 30.0,
@@ -275,11 +280,13 @@ def generate_dataset(out_dir: str, *, sequences_per_style: int = 6, seconds: flo
       v2_dir = os.path.join(out_dir, "v2_synthetic", name)
       os.makedirs(seq_dir, exist_ok=True)
       os.makedirs(v2_dir, exist_ok=True)
-      music, start, end, joints, root, bpm = generate_sequence(style, i, seconds, seed)
+      music, start, end, joints, root, bpm, first_beat = generate_sequence(style, i, seconds,
+                                                                            seed)
       tmp = os.path.join(seq_dir, f".audio.tmp{os.getpid()}.wav")
       sf.write(tmp, music, SR, subtype="PCM_16")
       os.replace(tmp, os.path.join(seq_dir, "audio.wav"))
-      cfg = {"start_position": start, "end_position": end, "bpm": round(bpm, 3)}
+      cfg = {"start_position": start, "end_position": end, "bpm": round(bpm, 4),
+             "first_beat_s": round(first_beat, 5)}
       _atomic_write(os.path.join(seq_dir, "config.json"), json.dumps(cfg).encode())
       sk = {"length": int(joints.shape[0]),
             "center": np.round(root, 2).tolist(),
@@ -289,5 +296,5 @@ def generate_dataset(out_dir: str, *, sequences_per_style: int = 6, seconds: flo
       names.append(name)
   _atomic_write(os.path.join(out_dir, "SYNTHETIC.json"), json.dumps(
       {"sequences_per_style": sequences_per_style, "seconds": seconds, "seed": seed,
-       "styles": list(styles)}).encode())
+       "styles": list(styles), "version": GENERATOR_VERSION}).encode())
   return names
