@@ -84,10 +84,19 @@ def test_generation_carries_gru_state_across_windows():
   m.channels, m.audio_channels, m.critic_code, m.critic_hidden = 4, 2, 4, 4
   task = get_task(c)
   batch = task.synthetic_batch(m.n_critic, np.random.default_rng(0))
-  state = task.init_state(jax.random.key(0), batch, None)
   # The fused step traces with the pipeline's batch (shapes and metrics only; no compile).
-  _, metrics = jax.eval_shape(task.train_step, state, batch)
+  abstract = jax.eval_shape(lambda: task.init_state(jax.random.key(0), batch, None))
+  _, metrics = jax.eval_shape(task.train_step, abstract, batch)
   assert {"loss", "w_dist", "gp", "l1", "g_loss"} <= set(metrics)
+  # Generation needs the generator only; initialise just it (the critic's init is slow to compile).
+  g = AudioSeqGenerator(m.encoder, m.enc_code, m.latent, m.noise, m.size, 69, m.nblocks_gen,
+                        m.n_cells, m.activ, m.enc_channels, m.enc_down)
+  v = jax.jit(lambda k: g.init(k, jnp.zeros((1, 120, 3200)), jnp.zeros((1, 120, m.noise)),
+                               train=False))(jax.random.key(0, impl="rbg"))
+  pose = batch["pose"].reshape(-1, 69)
+  state = abstract.replace(g_params=v["params"], g_batch_stats=v["batch_stats"],
+                           stats={"pose_min": jnp.asarray(pose.min(0)),
+                                  "pose_max": jnp.asarray(pose.max(0))})
 
   frames, S = 200, 2                     # 2 windows of 120 frames, the last one partial
   wave = np.random.default_rng(2).normal(size=frames * 640).astype(np.float32) * 0.1
@@ -98,14 +107,16 @@ def test_generation_carries_gru_state_across_windows():
   # One pass over the whole song (no window restarts) with the same per-window noise.
   padded = np.zeros(240 * 640 + 2560, np.float32)
   padded[1280:1280 + wave.size] = wave
-  g = AudioSeqGenerator(m.encoder, m.enc_code, m.latent, m.noise, m.size, 69, m.nblocks_gen,
-                        m.n_cells, m.activ, m.enc_channels, m.enc_down)
-  v = {"params": state.g_params, "batch_stats": state.g_batch_stats}
-  codes = g.apply(v, cut_windows(jnp.asarray(padded)[None], 240, 3200), train=False,
-                  method=AudioSeqGenerator.encode)
   noise = jnp.concatenate([jax.random.normal(jax.random.fold_in(key, i), (S, 120, m.noise))
                            for i in range(2)], axis=1)
-  poses, _ = g.apply(v, jnp.broadcast_to(codes, (S, 240, m.enc_code)), noise, train=False,
-                     method=AudioSeqGenerator.decode)
+
+  @jax.jit
+  def one_pass(v, padded, noise):
+    codes = g.apply(v, cut_windows(padded[None], 240, 3200), train=False,
+                    method=AudioSeqGenerator.encode)
+    return g.apply(v, jnp.broadcast_to(codes, (S, 240, m.enc_code)), noise, train=False,
+                   method=AudioSeqGenerator.decode)[0]
+
+  poses = one_pass(v, jnp.asarray(padded), noise)
   ref = np.asarray(minmax_denormalise(poses, state.stats))[:, :frames]
   np.testing.assert_allclose(out.reshape(S, frames, 69), ref, rtol=1e-4, atol=1e-4)

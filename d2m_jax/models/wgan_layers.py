@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from d2m_jax.nn.init import torch_bias_init
 
-XAVIER = nn.initializers.xavier_normal()
+# PyTorch xavier_normal_ draws from a plain normal (JAX's glorot_normal is truncated).
+XAVIER = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
 # The original applies xavier_normal_ to GRU weights too (biases keep PyTorch's default).
 GRU_INITS = dict(kernel_init=XAVIER, recurrent_init=XAVIER)
 
