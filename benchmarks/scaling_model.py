@@ -357,20 +357,22 @@ def main(argv=None):
   if not paths:
     print(f"no configs match {args.configs!r}: nothing to model", file=sys.stderr)
     return 1
-  results, skipped = [], []
-  for path in paths:
+  print(f"Scaling model: float32 gradients all-reduced once per step (critic: n_critic times), "
+        f"no compute/communication overlap, links at {EFFICIENCY:.0%} of nominal. "
+        f"weak = efficiency at a fixed per-device batch, strong = at a fixed global batch.")
+  for key, (desc, _) in SCENARIOS.items():
+    print(f"  {key}: {desc}")
+  results, skipped, tables = [], [], []
+  for path in paths:   # reported one by one (measuring a big model on a CPU takes minutes)
     try:
       results.append(analyse(path, args.batch, args.measure, args.steps))
     except Exception as e:  # pylint: disable=broad-except  # models land independently
       skipped.append((path, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
       if os.environ.get("SCALING_DEBUG"):
         traceback.print_exc()
-  print(f"Scaling model: float32 gradients all-reduced once per step (critic: n_critic times), "
-        f"no compute/communication overlap, links at {EFFICIENCY:.0%} of nominal. "
-        f"weak = efficiency at a fixed per-device batch, strong = at a fixed global batch.")
-  for key, (desc, _) in SCENARIOS.items():
-    print(f"  {key}: {desc}")
-  tables = report(results, given, args.global_batch)
+      continue
+    tables.extend(report(results[-1:], given, args.global_batch))
+    sys.stdout.flush()
   for path, why in skipped:
     print(f"\nskipped {path}: {why}")
   if args.json:
