@@ -108,8 +108,12 @@ def restore_state(workdir: str, task=None, config: Optional[ml_collections.Confi
   # stored in the state are overwritten by the checkpoint's.
   batch = task.synthetic_batch(max(1, int(config.data.batch_size)), np.random.default_rng(0))
   stats = _dummy_stats(task, config)
-  abstract = jax.eval_shape(lambda r: task.init_state(r, batch, stats),
-                            jax.random.PRNGKey(int(config.seed)))
+  rng = jax.random.PRNGKey(int(config.seed))
+  try:
+    abstract = jax.eval_shape(lambda r: task.init_state(r, batch, stats), rng)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+          jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError):
+    abstract = task.init_state(rng, batch, stats)  # not traceable: build it for real
   device = jax.devices()[0]
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
@@ -120,10 +124,16 @@ def restore_state(workdir: str, task=None, config: Optional[ml_collections.Confi
 
 
 def _dummy_stats(task, config) -> Optional[Dict[str, np.ndarray]]:
-  """Stats with the right shapes when the real ones are not at hand (values restored later)."""
+  """Stats with the right shapes for building the restore target (their values come from the
+  checkpoint): the processed dataset's ``stats.npz`` when it is on this machine (never builds
+  anything), else None (tasks then use placeholder shapes)."""
   del task
   try:
     from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-    return pipeline.load_stats(config.data)
-  except Exception:  # pylint: disable=broad-except
+    path = os.path.join(pipeline.processed_dir(config.data), "stats.npz")
+    if not os.path.exists(path):
+      return None
+    with np.load(path) as z:
+      return {k: z[k] for k in z.files}
+  except Exception:  # pylint: disable=broad-except  (no data package / odd config: no stats)
     return None
