@@ -165,7 +165,8 @@ class WGANTask(Task):
   # -- state ------------------------------------------------------------------------------------
   def _stats(self, batch, stats):
     if stats is None or "pose_min" not in stats:
-      pose = np.asarray(batch["pose"]).reshape(-1, np.asarray(batch["pose"]).shape[-1])
+      pose = jnp.asarray(batch["pose"], jnp.float32)
+      pose = pose.reshape(-1, pose.shape[-1])
       stats = {"pose_min": pose.min(0), "pose_max": pose.max(0)}
     return {"pose_min": jnp.asarray(stats["pose_min"], jnp.float32),
             "pose_max": jnp.asarray(stats["pose_max"], jnp.float32)}
@@ -173,7 +174,7 @@ class WGANTask(Task):
   def init_state(self, rng, batch, stats=None):
     stats = self._stats(batch, stats)
     k_init, k_state = jax.random.split(rng)
-    pose_dim = int(np.asarray(batch["pose"]).shape[-1])
+    pose_dim = int(batch["pose"].shape[-1])
     # Parameter init with the 'rbg' generator (XLA's native RngBitGenerator): compiling threefry
     # for every parameter shape dominated start-up on CPU (the init is deterministic either way).
     k_init = jax.random.wrap_key_data(jax.random.bits(k_init, (4,), jnp.uint32), impl="rbg")
