@@ -80,7 +80,10 @@ def main(argv):
   for kind in FLAGS.kinds:
     cfg.kind = "windows" if kind == "windows_nowave" else kind
     cfg.waveform = kind != "windows_nowave"
-    info = pipeline.dataset_info(cfg)
+    try:
+      info = pipeline.dataset_info(cfg)
+    except DataError:
+      continue  # not built (skipped above, with the reason)
     print(f"  {kind:15s} examples {info['num_examples']}")
   print(f"data_dir: {pipeline.data_dir(cfg)}   total {time.time() - t0:.1f} s")
   return 0

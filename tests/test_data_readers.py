@@ -155,3 +155,22 @@ def test_real_sequence_duration_matches_audio(shared_data_dir):
   assert arrays["d2m28"].shape == (n, 28) and arrays["mel_tempogram512"].shape == (n, 512)
   assert arrays["waveform16k"].shape == (n * 640,)
   assert 60 < float(arrays["tempo"]) < 200 and 0 < arrays["beats"].max() < n
+
+
+def test_openpose_source_ingests_and_reports_fills(tmp_path):
+  from d2m_jax.data import ingest
+
+  def kp(x, low=()):
+    return sum(([x + j, x - j, 0.1 if j in low else 0.9] for j in range(18)), [])
+  (tmp_path / "raw").mkdir()
+  for name in ("ballet_1", "zumba_1", "zumba_2"):
+    _openpose_frames(tmp_path / "raw" / name, 18,
+                     [kp(float(i), low=(2,) if i % 5 == 0 else ()) for i in range(130)])
+  lines = []
+  man = ingest.ingest("openpose", str(tmp_path / "raw"), str(tmp_path / "out"), openpose_fps=15.0,
+                      log=lines.append)
+  assert man["skeleton"] == "coco14" and man["pose_dim"] == 28 and man["fps"] == 15.0
+  assert man["styles"] == ["ballet", "zumba"]
+  assert [r["style"] for r in man["sequences"]] == [0, 1, 1]
+  assert all(r["filled_joints"] == 26 and not r["has_audio"] for r in man["sequences"])
+  assert any("filled 26 joint values" in s for s in lines)

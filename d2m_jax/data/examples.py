@@ -75,7 +75,10 @@ def beat_indicator(beats: np.ndarray, n: int) -> np.ndarray:
 
 
 def windows(seq, *, stride: int = 30, with_wave: bool = True) -> Iterator[dict]:
-  """120-frame windows every ``stride`` frames (see the module docstring)."""
+  """120-frame windows every ``stride`` frames (see the module docstring). The 16 kHz clip
+  layout assumes 25 fps (640 samples per frame)."""
+  if with_wave and abs(float(seq.get("fps", 25.0)) - 25.0) > 1e-6:
+    raise ValueError(f"raw-audio windows need 25 fps, got {seq['fps']}")
   pose = _flat_pose(seq)
   t = pose.shape[0]
   beat = beat_indicator(seq["beats"], t)

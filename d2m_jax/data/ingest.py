@@ -141,11 +141,15 @@ def ingest(source: str, raw_dir: str, processed_dir: str, *, on_error: str = "fa
           log(f"[{i + 1}/{len(items)}] SKIPPED {name}: {info['path']}: {info['problem']}")
           continue
         save_npz(os.path.join(tmp_dir, "seq", f"{name}.npz"), arrays)
-        rec = dict(name=name, style=int(arrays["style"]), frames=int(arrays["pose"].shape[0]),
+        rec = dict(info["meta"])
+        rec.update(name=name, style=int(arrays["style"]), frames=int(arrays["pose"].shape[0]),
                    has_audio=bool(arrays["has_audio"]), tempo=float(arrays["tempo"]),
-                   beats=int(arrays["beats"].shape[0]), **info["meta"])
+                   beats=int(arrays["beats"].shape[0]))
         records.append(rec)
         tempo_txt = f", {rec['tempo']:.1f} BPM" if rec["has_audio"] else ""
+        if "filled_joints" in rec:   # OpenPose: low-confidence joints / empty frames filled
+          tempo_txt += (f", filled {rec['filled_joints']} joint values "
+                        f"({100 * rec['fill_fraction']:.1f} %), {rec['empty_frames']} empty frames")
         log(f"[{i + 1}/{len(items)}] {name}: {rec['frames']} frames"
             f"{'' if rec['has_audio'] else ' (motion only, no audio)'}"
             f"{tempo_txt}"

@@ -168,8 +168,17 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
     tfds.disable_progress_bar()
     _hide_gpus_from_tf()
     _quiet_tfds()
+    man = ingest.read_manifest(pdir)
     for kind in kinds:
+      if kind == "windows" and abs(man["fps"] - 25.0) > 1e-6:
+        log(f"skipping windows with raw audio: the 16 kHz clip layout (640 samples per frame) "
+            f"needs 25 fps, this source is {man['fps']:g} fps; use data.waveform=False")
+        continue
       bdir = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
+      if not sum(tfds_builders.count_examples(pdir, data_cfg.source, kind).values()):
+        log(f"skipping {kind}: no examples (sequences shorter than a window, or fewer than "
+            f"13 beats for units)")
+        continue
       if force or not os.path.exists(os.path.join(bdir, "dataset_info.json")):
         if force and os.path.exists(bdir):
           import shutil
@@ -221,22 +230,8 @@ def dataset_info(data_cfg) -> dict:
 def _num_examples(data_cfg, man) -> dict[str, int]:
   """Examples per split as make_iterator sees them (after the require_audio filter)."""
   from d2m_jax.data import tfds_builders
-  need_audio = bool(_get(data_cfg, "require_audio", True)) and data_cfg.kind != "sequences"
-  out = {s: 0 for s in ex_lib.SPLITS}
-  for r in man["sequences"]:
-    if need_audio and not r["has_audio"]:
-      continue
-    if data_cfg.kind == "windows":
-      n = ex_lib.num_windows(r["frames"], tfds_builders.WINDOW_STRIDE.get(man["source"], 30))
-    elif data_cfg.kind == "units":
-      if not r["has_audio"]:
-        continue
-      with np.load(os.path.join(processed_dir(data_cfg), "seq", f"{r['name']}.npz")) as z:
-        n = ex_lib.num_units(z["beats"], tfds_builders.UNIT_STRIDE)
-    else:
-      n = 1
-    out[r["split"]] += n
-  return out
+  return tfds_builders.count_examples(processed_dir(data_cfg), man["source"], data_cfg.kind,
+                                      require_audio=bool(_get(data_cfg, "require_audio", True)))
 
 
 def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:

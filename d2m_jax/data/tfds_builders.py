@@ -49,6 +49,27 @@ def features_for(kind: str, pose_dim: int) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict(f)
 
 
+def count_examples(processed_dir: str, source: str, kind: str, *,
+                   require_audio: bool = False) -> dict[str, int]:
+  """Examples per split that ``kind`` yields (units: from the stored beats)."""
+  man = ingest.read_manifest(processed_dir)
+  out = {s: 0 for s in ex_lib.SPLITS}
+  for r in man["sequences"]:
+    if require_audio and not r["has_audio"] and kind != "sequences":
+      continue
+    if kind in ("windows", "windows_nowave"):
+      n = ex_lib.num_windows(r["frames"], WINDOW_STRIDE.get(source, 30))
+    elif kind == "units":
+      if not r["has_audio"]:
+        continue
+      with np.load(os.path.join(processed_dir, "seq", f"{r['name']}.npz")) as z:
+        n = ex_lib.num_units(z["beats"], UNIT_STRIDE)
+    else:
+      n = 1
+    out[r["split"]] += n
+  return out
+
+
 class _DanceBuilder(tfds.core.GeneratorBasedBuilder):
   """Reads the processed sequences in ``processed_dir`` (see ``d2m_jax.data.ingest``)."""
 
@@ -78,9 +99,8 @@ class _DanceBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    man = self._manifest()
-    return {s: self._generate_examples(s) for s in ex_lib.SPLITS
-            if any(r["split"] == s for r in man["sequences"])}
+    counts = count_examples(self._processed_dir, self.SOURCE, self.builder_config.name)
+    return {s: self._generate_examples(s) for s in ex_lib.SPLITS if counts[s]}
 
   def _generate_examples(self, split):
     man = self._manifest()
