@@ -103,6 +103,7 @@ class DecompositionTask(Task):
                        stats=common.model_stats(stats, self.m.pose_size))
 
   def synthetic_batch(self, batch_size, rng):
+    """B examples of 3 units; the step uses 3B units (``units_per_example=3``) or B (``=1``)."""
     return common.synthetic_units_batch(batch_size, rng, self.m.pose_size, self.m.unit_length)
 
   # ------------------------------------------------------------------ model
@@ -173,6 +174,13 @@ class DecompositionTask(Task):
                    grad_norm_stdp_dec=common.grad_norm(grads["stdp_dec"]))
     metrics = pmean({k: v.astype(jnp.float32) for k, v in metrics.items()}, axis_name)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def forward(self, state, batch):
+    """The step's loss without gradient or update (for ``benchmarks/train_step.py``)."""
+    key = jax.random.fold_in(state.rng, state.step)
+    k_pair, k_loss = jax.random.split(key)
+    x1, x2 = self._pairs(k_pair, batch["units"], state.stats)
+    return self.losses(state.params, x1, x2, k_loss, state.step)[0]
 
   def eval_step(self, state, batch, axis_name=None):
     key = jax.random.fold_in(state.rng, 0x7FFFFFFF)  # fixed: same noise every evaluation
