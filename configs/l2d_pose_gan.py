@@ -19,6 +19,7 @@ def get_config():
   c.task = "l2d_pose_gan"
   c.data.kind = "windows"
   c.data.require_audio = False     # poses only: motion-only sequences are usable
+  c.data.waveform = False          # ...and no 16 kHz clips (the smaller windows_nowave)
   c.data.batch_size = 8            # x 120 frames = 960 poses per step
   c.data.eval_batch_size = 8
   c.model.joints = 23              # mocap (projected to 2-D); OpenPose body15: 15 and coords=2

@@ -20,6 +20,7 @@ def get_config():
   c.task = "l2d_seq_gan"
   c.data.kind = "windows"
   c.data.require_audio = False
+  c.data.waveform = False          # poses only: the pipeline reads the smaller windows_nowave
   c.data.batch_size = 64           # the original: 200 sequences of 50 frames
   c.data.eval_batch_size = 64
   c.model.joints = 23

@@ -58,7 +58,8 @@ def test_classifier_step_labels_no_accumulation_and_generation():
     np.testing.assert_allclose(p2_ - p1, -0.1 * g, atol=1e-6)
   out = task.generate(s2, {"mel_tempogram512": np.zeros((60, 512), np.float32)}, None, 60,
                       jax.random.key(0), 2)
-  assert out.shape == (2, 60, 2, 2)
+  assert out.shape == (2, 60, 2, 3)
+  np.testing.assert_array_equal(out[..., 2], 0)                     # front view: depth 0
   # The dance is the chosen centroids' clips, one per second.
   ids = task.last_cluster_ids
-  np.testing.assert_allclose(out[:, 25:50].reshape(2, 100), np.asarray(s2.centroids)[ids[:, 1]])
+  np.testing.assert_allclose(out[:, 25:50, :, :2].reshape(2, 100), np.asarray(s2.centroids)[ids[:, 1]])

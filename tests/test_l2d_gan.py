@@ -78,4 +78,4 @@ def test_pose_and_seq_gan_tasks_step_and_generate():
   for a, b in zip(jax.tree.leaves(ss.pose_g), jax.tree.leaves(ss2.pose_g)):
     np.testing.assert_array_equal(a, b)
   out = seq_task.generate(ss2, {}, None, 23, jax.random.key(0), 2)
-  assert out.shape == (2, 23, 3, 2) and out.dtype == np.float32
+  assert out.shape == (2, 23, 3, 3) and out.dtype == np.float32

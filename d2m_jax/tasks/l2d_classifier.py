@@ -21,7 +21,7 @@ Deliberate fixes of the original (``discriminative_modeling/train.py``):
 Loss: cross-entropy summed over the (valid) steps, averaged over songs (the original's summed
 per-step ``CrossEntropyLoss``). Generation: song -> code -> at each second pick uniformly among
 the top-5 clusters and feed the pick back (the original's ``eval.py``) -> the chosen centroids'
-clips concatenated -> (num_frames, J, 2) 2-D dance.
+clips concatenated -> (num_frames, J, 2) 2-D dance (depth 0 appended for the mocap skeleton).
 """
 from __future__ import annotations
 
@@ -146,9 +146,9 @@ class L2DClassifierTask(Task):
     ids = sample_clusters(self.model, {"params": state.params}, code, steps, rng,
                           int(self.config.model.get("top_k", 5)))
     clips = np.asarray(state.centroids)[np.asarray(ids)]          # (S, steps, 25*J*2)
-    poses = clips.reshape(num_samples, steps * CLIP_FRAMES, self.J, 2)[:, :num_frames]
+    poses = clips.reshape(num_samples, steps * CLIP_FRAMES, self.J * 2)[:, :num_frames]
     self.last_cluster_ids = np.asarray(ids)
-    return poses.astype(np.float32)
+    return common.to_output_joints(poses, self.J, self.C)   # mocap: front view, depth 0
 
 
 def make_task(config):

@@ -80,3 +80,13 @@ def make_optimizer(optim) -> optax.GradientTransformation:
     raise ValueError(f"config.optim.name={name!r}: expected 'adam' or 'sgd'")
   clip = optim.get("clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+
+
+def to_output_joints(poses2d: np.ndarray, joints: int, coords: int) -> np.ndarray:
+  """(..., T, J*2) front-view 2-D poses -> (..., T, J, coords) for ``generate``: OpenPose stays
+  2-D; for the 3-D mocap skeleton the depth is set to 0 (the plane the front view was taken in),
+  so the dance fits the dataset's skeleton and renderer."""
+  p = np.asarray(poses2d, np.float32).reshape(poses2d.shape[:-1] + (joints, 2))
+  if coords == 3:
+    p = np.concatenate([p, np.zeros(p.shape[:-1] + (1,), np.float32)], -1)
+  return p

@@ -175,7 +175,8 @@ class SeqGANTask(Task):
     return lat, self._decode(state.pose_g, lat)
 
   def generate(self, state, feats, beats, num_frames, rng, num_samples=1):
-    """Unconditional dance of ``num_frames`` frames: chained latent windows (music unused)."""
+    """Unconditional dance of ``num_frames`` frames: chained latent windows (music unused).
+    Returns (num_samples, num_frames, J, coords): 2-D front view, depth 0 for mocap."""
     del feats, beats
     window = jax.jit(self._window)
     kz, key = jax.random.split(rng)
@@ -190,7 +191,7 @@ class SeqGANTask(Task):
       pose_z = lat[:, -1]
     out = np.concatenate(pieces, 1)[:, :num_frames]
     out = out * float(state.pose2d_scale) + np.asarray(state.pose2d_mean)
-    return out.reshape(num_samples, num_frames, self.J, 2).astype(np.float32)
+    return common.to_output_joints(out, self.J, self.C)   # mocap: depth 0
 
 
 def make_task(config):
