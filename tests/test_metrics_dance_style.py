@@ -20,7 +20,7 @@ def test_param_count_full_size_matches_layer_arithmetic():
   shapes = jax.eval_shape(lambda r: task.init_state(r, task.synthetic_batch(2, np.random.default_rng(0))),
                           jax.random.PRNGKey(0)).params
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-  C, P = 128, 69
+  C, P = 64, 69
   expected = (P * 9 * C + C) + 2 * 2 * (C * 7 * C + C) + (C * 120 * 4 + 4)
   assert n == expected
 
