@@ -43,7 +43,7 @@ def test_paper_model_matches_numpy_reference():
   """Learned h0 -> GRU -> last output -> Linear/ReLU/Linear, in float64 numpy."""
   m = style_model.MusicStyleClassifier(hidden=30, num_layers=1, num_classes=3)
   x = np.random.default_rng(0).standard_normal((3, 17, 28)).astype(np.float32)
-  params = m.init(jax.random.PRNGKey(1), x)["params"]
+  params = jax.jit(m.init)(jax.random.PRNGKey(1), x)["params"]
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(params))
   h0 = np.broadcast_to(p["h0"], (1, 3, 30))
   out, _ = gru_reference_numpy(p["gru"], x, h0)
@@ -64,7 +64,7 @@ def test_improved_head_and_get_style_architecture_from_params():
   m = style_model.MusicStyleClassifier(hidden=16, num_layers=2, num_classes=4, project=True,
                                        head_relu_first=True, dropout_rate=0.1)
   x = np.random.default_rng(2).standard_normal((2, 9, 28)).astype(np.float32)
-  params = m.init(jax.random.PRNGKey(3), x)["params"]
+  params = jax.jit(m.init)(jax.random.PRNGKey(3), x)["params"]
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(params))
   h0 = np.broadcast_to(p["h0"], (2, 2, 16))
   out, _ = gru_reference_numpy(p["gru"], x, h0, num_layers=2)
@@ -89,11 +89,11 @@ def test_eval_confusion_and_per_class_accuracy():
   """eval_step's confusion equals numpy's on the task's own predictions; masked rows are out."""
   task = _tiny_task(num_frames=20, hidden=8)
   batch = task.synthetic_batch(12, np.random.default_rng(4))
-  state = task.init_state(jax.random.PRNGKey(0), batch, None)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch, None)
   mask = np.ones(12, np.float32)
   mask[-3:] = 0
   m = jax.jit(task.eval_step)(state, {**batch, "eval_mask": mask})
-  pred = np.argmax(np.asarray(task.logits(state, jnp.asarray(batch["d2m28"]))), -1)
+  pred = np.argmax(np.asarray(jax.jit(task.logits)(state, batch["d2m28"])), -1)
   want = np.zeros((4, 4))
   for t, p_ in zip(batch["style"][:9], pred[:9]):
     want[t, p_] += 1
@@ -113,7 +113,7 @@ def test_tiny_model_overfits_tiny_batch():
   rng = np.random.default_rng(5)
   batch = {"d2m28": rng.standard_normal((8, 120, 28)).astype(np.float32),
            "style": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)}
-  state = task.init_state(jax.random.PRNGKey(0), batch, None)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch, None)
   step = jax.jit(task.train_step)
   evaluate = jax.jit(task.eval_step)
   first = None
@@ -126,3 +126,13 @@ def test_tiny_model_overfits_tiny_batch():
   ev = evaluate(state, batch)
   assert float(ev["accuracy"]) == 1.0
   assert float(ev["loss"]) < 0.5 * first
+
+
+def test_forward_is_the_training_loss():
+  """``forward`` (benchmarks' fwd rows) returns the loss train_step reports for the same state."""
+  task = _tiny_task(num_frames=20, hidden=8)
+  batch = task.synthetic_batch(4, np.random.default_rng(6))
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch, None)
+  _, m = jax.jit(task.train_step)(state, batch)
+  np.testing.assert_allclose(float(jax.jit(task.forward)(state, batch)), float(m["loss"]),
+                             rtol=1e-6)

@@ -84,7 +84,8 @@ class StyleTask(Task):
     feats = (batch["d2m28"].astype(jnp.float32) - state.feat_mean) / state.feat_std
     return _crop(feats, offsets, self.num_frames)
 
-  def train_step(self, state, batch, axis_name=None):
+  def _train_inputs(self, state, batch, axis_name):
+    """Randomly cropped, z-scored inputs, labels and the dropout key of this step."""
     rng = jax.random.fold_in(state.rng, state.step)
     crop_rng, drop_rng = jax.random.split(rng)
     local_b, T = batch["d2m28"].shape[:2]
@@ -95,14 +96,22 @@ class StyleTask(Task):
     labels = batch["style"].astype(jnp.int32)
     if axis_name is not None:  # distinct dropout masks per device
       drop_rng = jax.random.fold_in(drop_rng, jax.lax.axis_index(axis_name))
+    return x, labels, drop_rng
 
-    def loss_fn(params):
-      logits = self.model.apply({"params": params}, x, deterministic=False,
-                                rngs={"dropout": drop_rng})
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, logits
+  def _loss(self, params, x, labels, drop_rng):
+    logits = self.model.apply({"params": params}, x, deterministic=False,
+                              rngs={"dropout": drop_rng})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def forward(self, state, batch):
+    """The training forward pass and loss (train-mode dropout), no gradient (benchmarks)."""
+    x, labels, drop_rng = self._train_inputs(state, batch, None)
+    return self._loss(state.params, x, labels, drop_rng)[0]
+
+  def train_step(self, state, batch, axis_name=None):
+    x, labels, drop_rng = self._train_inputs(state, batch, axis_name)
+    (loss, logits), grads = jax.value_and_grad(self._loss, has_aux=True)(
+        state.params, x, labels, drop_rng)
     grads = pmean(grads, axis_name)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
