@@ -244,7 +244,7 @@ def _launch_pair(tmp_path, name, workdir, until, slurm=False):
              "JAX_COORDINATOR_PORT": str(port)} for i in range(2)]
   argvs = [[sys.executable, __file__, "worker", "2", str(i), "slurm" if slurm else str(port),
             str(workdir), str(until), str(out)] for i in range(2)]
-  run_processes(argvs, tmp_path / name, timeout=90, envs=envs)
+  run_processes(argvs, tmp_path / name, timeout=180, envs=envs)
   result = json.loads(out.read_text())
   result["params"] = {k: np.asarray(v, np.float32) for k, v in result["params"].items()}
   return result

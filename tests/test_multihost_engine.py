@@ -82,7 +82,7 @@ def _launch_pair(tmp_path, name, workdir, steps):
   out = tmp_path / f"{name}.json"
   argvs = [[sys.executable, __file__, "worker", "2", str(i), str(port), str(workdir), str(steps),
             str(out), str(tmp_path / "data_cfg.json")] for i in range(2)]
-  run_processes(argvs, tmp_path / name, timeout=120,
+  run_processes(argvs, tmp_path / name, timeout=300,
                 compilation_cache=tmp_path / "jax_cache")
   result = json.loads(out.read_text())
   return result["step"], {k: np.asarray(v, np.float32) for k, v in result["params"].items()}
