@@ -8,6 +8,8 @@ Songs: an mp3 of each length made with ffmpeg from ``--music`` (default: the fir
 Models: each task's full-size config with freshly initialised parameters (timing does not depend
 on the weights; use ``--checkpoint_<task>=WORKDIR`` flags to time trained ones). ``model`` is the
 warm time of one batched ``task.generate`` call (``model_first`` includes the jit compile).
+``beats`` (music beat tracking) is timed apart and counted in the total only for tasks whose
+``generate`` reads the beats (``generation_uses_beats``, default True).
 Target (issue 7): 60 s of dance from a 60 s song, features included and rendering excluded,
 under 2 s on 2 CPU cores: the ``total (no render)`` column = decode + features + model.
 
@@ -100,15 +102,17 @@ def main(argv):
       names = tuple(getattr(task, "generation_features", ()))
       for L in lengths:
         t0 = time.perf_counter()
-        music = generate.prepare_music(songs[L], fps, names)
+        music = generate.prepare_music(songs[L], fps, names)  # beats always timed
         t_first = time.perf_counter()
         generate.generate_dance(task, state, music, num_samples=FLAGS.num_samples, seed=0)
         model_first = time.perf_counter() - t_first
         joints = generate.generate_dance(task, state, music, num_samples=FLAGS.num_samples, seed=1)
         row = dict(name=name, song_s=L, frames=music.num_frames,
                    decode=music.timings["decode"], features=music.timings["features"],
+                   beats=music.timings["beats"], uses_beats=generate.uses_beats(task),
                    model_first=model_first, model=music.timings["model"])
-        row["total_no_render"] = row["decode"] + row["features"] + row["model"]
+        row["total_no_render"] = (row["decode"] + row["features"] + row["model"]
+                                  + (row["beats"] if row["uses_beats"] else 0.0))
         row["render"] = None
         if L in render_lengths:
           r = render.render_dance(joints[0], skeleton=generate.skeleton_for(task, joints.shape),
@@ -118,7 +122,8 @@ def main(argv):
         results.append(row)
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                           for k, v in row.items()}), flush=True)
-  cols = ["name", "song_s", "frames", "decode", "features", "model_first", "model",
+  cols = ["name", "song_s", "frames", "decode", "features", "beats", "uses_beats", "model_first",
+          "model",
           "total_no_render", "render"]
   print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
   for r in results:

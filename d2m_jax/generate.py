@@ -110,7 +110,8 @@ def music_beats(wave: np.ndarray, sr: int, fps: float, num_frames: int):
 
 
 def prepare_music(path: str | os.PathLike, fps: float, feature_names: Sequence[str],
-                  *, max_seconds: Optional[float] = None, decoded=None) -> Music:
+                  *, max_seconds: Optional[float] = None, decoded=None,
+                  with_beats: bool = True) -> Music:
   """Decodes ``path`` and computes the named features and the beats at ``fps``.
 
   Raises ``DataError`` naming the file for anything wrong with the input (missing, empty,
@@ -124,15 +125,19 @@ def prepare_music(path: str | os.PathLike, fps: float, feature_names: Sequence[s
   if max_seconds is not None:
     wave = wave[:int(max_seconds * sr)]
   timings["decode"] = time.perf_counter() - t0
-  music = music_from_wave(wave, sr, fps, feature_names, path=path)
+  music = music_from_wave(wave, sr, fps, feature_names, path=path, with_beats=with_beats)
   music.timings["decode"] = timings["decode"]
   return music
 
 
 def music_from_wave(wave: np.ndarray, sr: int, fps: float, feature_names: Sequence[str], *,
                     num_frames: Optional[int] = None, path: str = "<waveform>",
-                    beats: Optional[np.ndarray] = None) -> Music:
-  """Features and beats of an in-memory mono waveform (``num_frames``: default the song's)."""
+                    beats: Optional[np.ndarray] = None, with_beats: bool = True) -> Music:
+  """Features and beats of an in-memory mono waveform (``num_frames``: default the song's).
+
+  ``with_beats=False`` skips beat tracking (about 0.7 s per minute of music) and passes no beats:
+  for models that declare ``generation_uses_beats = False``.
+  """
   if num_frames is None:
     num_frames = num_frames_for(wave.shape[0], sr, fps)
   if num_frames < 2:
@@ -149,13 +154,22 @@ def music_from_wave(wave: np.ndarray, sr: int, fps: float, feature_names: Sequen
         raise ValueError(f"feature {n!r} has {feats[n].shape[0]} rows, expected {num_frames}")
   if WAVE16K in feature_names:
     feats[WAVE16K] = waveform16k(wave, sr, num_frames)
-  if beats is None:
+  timings = {"features": time.perf_counter() - t0}
+  t0 = time.perf_counter()
+  if beats is not None:
+    tempo = float("nan")
+  elif with_beats:
     beats, tempo = music_beats(wave, sr, fps, num_frames)
   else:
-    tempo = float("nan")
-  timings = {"features": time.perf_counter() - t0}
+    beats, tempo = np.zeros((0,), np.int64), float("nan")
+  timings["beats"] = time.perf_counter() - t0
   return Music(path=path, wave=wave, sr=sr, fps=float(fps), num_frames=num_frames, feats=feats,
                beats=np.asarray(beats, np.int64), tempo_bpm=tempo, timings=timings)
+
+
+def uses_beats(task) -> bool:
+  """Whether ``task.generate`` reads the music beats (``generation_uses_beats``, default True)."""
+  return bool(getattr(task, "generation_uses_beats", True))
 
 
 def task_fps(task) -> float:
@@ -269,7 +283,8 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   restore_s = time.perf_counter() - t0
   fps = task_fps(task)
   music = prepare_music(music_path, fps, tuple(getattr(task, "generation_features", ())),
-                        max_seconds=max_seconds, decoded=decoded)
+                        max_seconds=max_seconds, decoded=decoded,
+                        with_beats=render or uses_beats(task))
   music.timings["decode"] = decode_s
   music.timings["restore"] = restore_s
   joints = generate_dance(task, state, music, num_samples=num_samples, seed=seed)
