@@ -51,7 +51,8 @@ def run_processes(argvs, log_dir: pathlib.Path, timeout: float, devices_per_proc
                   compilation_cache: pathlib.Path | None = None, envs=None):
   """Runs one process per argv concurrently; kills them all on failure or timeout.
 
-  ``envs``: optional per-process extra environment variables. Each process gets its own session (process group) so that a hung one is killed together with
+  ``envs``: optional per-process extra environment variables. Each process gets its own
+  session (process group) so that a hung one is killed together with
   anything it started. Raises AssertionError with the log tails when any process fails.
   """
   log_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from test_multihost import free_port, run_processes  # noqa: E402  pylint: disable=g-import-not-at-top
+from test_multihost import free_port, run_processes  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 16

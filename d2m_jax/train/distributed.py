@@ -46,7 +46,7 @@ ENV_PREFIX = "D2M_"
 
 
 def distributed_config() -> ml_collections.ConfigDict:
-  """The ``config.distributed`` fields (defaults: single process unless a cluster launch is seen)."""
+  """The ``config.distributed`` fields (default: one process unless a cluster launch is seen)."""
   d = ml_collections.ConfigDict()
   d.mode = "auto"                                             # 'off' | 'auto' | 'on'
   d.coordinator_address = ml_collections.FieldReference(None, field_type=str)   # "host:port"
@@ -68,7 +68,7 @@ class DistributedError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class LaunchSpec:
-  """What :func:`maybe_initialize` will pass to ``jax.distributed.initialize`` (None: JAX decides)."""
+  """What :func:`maybe_initialize` passes to ``jax.distributed.initialize`` (None: JAX decides)."""
   initialize: bool
   reason: str
   coordinator_address: Optional[str] = None
