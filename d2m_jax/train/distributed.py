@@ -236,8 +236,12 @@ def maybe_initialize(cfg: Any = None, **overrides) -> bool:
   if not spec.initialize:
     logging.debug("jax.distributed not initialized: %s", spec.reason)
     return False
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
+  try:  # private API (jax 0.10/0.11); jax.distributed.initialize raises anyway, less clearly
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    backends_up = xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):
+    backends_up = False
+  if backends_up:
     raise DistributedError(
         f"a multi-process run was requested ({spec.reason}) but JAX has already been used in "
         f"this process; call d2m_jax.train.distributed.maybe_initialize() first thing in main(), "
@@ -319,8 +323,11 @@ def sync(name: str, timeout_s: float = 600.0) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-  client = jax_distributed.global_state.client
+  try:  # the coordination-service client (private API; falls back to a device barrier)
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    client = jax_distributed.global_state.client
+  except (ImportError, AttributeError):
+    client = None
   if client is None or not hasattr(client, "wait_at_barrier"):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
