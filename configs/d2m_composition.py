@@ -50,6 +50,7 @@ def get_config(variant: str = "mocap"):
   m.dance_hidden = 1024
   m.update_mode = "recompute"        # 'recompute' (phase 3 after the phase-2 update) | 'merged'
   # generation (d2m_jax/models/d2m_inference.py)
+  m.fps = 25.0                  # motion fps of the data (mocap and the synthetic default)
   m.gen_style_mode = "mean"     # 'mean': one style vector for the song | 'sliding': per window
   m.gen_style_window_s = 8.0    # sliding: seconds of music per style vector
   m.gen_static_thr = 0.0577     # static-unit rejection: mean |x_{t+1}-x_t| per dim and frame

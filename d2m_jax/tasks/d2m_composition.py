@@ -155,6 +155,7 @@ class CompositionTask(Task):
           if f in dcfg:
             config.model[f] = dcfg[f]
     self.m = config.model
+    self.fps = float(self.m.get("fps", 25.0))   # motion fps (read by d2m_jax.generate)
     self.dtype = common.compute_dtype(config)
     self.stage1 = decomp.build_modules(self.m, self.dtype)
     dt = self.dtype
