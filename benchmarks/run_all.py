@@ -208,7 +208,9 @@ def main(argv=None) -> int:
   p.add_argument("--modes", default="fwd,train")
   p.add_argument("--budget_s", type=float, default=120.0)
   p.add_argument("--compare_batches", default="32,256")
-  p.add_argument("--torch_threads", default="1,2")
+  p.add_argument("--torch_threads", default="1",
+                 help="torch intra-op threads per row (on a shared CPU host more threads than "
+                      "free cores make OpenMP spin: 2 threads ran 10-60x slower here)")
   p.add_argument("--rnn_batch", type=int, default=64)
   p.add_argument("--parallel_model", default="style_paper")
   p.add_argument("--fake_devices", type=int, default=4,
