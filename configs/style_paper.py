@@ -2,11 +2,14 @@
 
 Run (embedded synthetic default):
   python launch/train.py --config=configs/style_paper.py --workdir=/tmp/style_paper
-Real data (splits by sequence):
+Real data (splits by sequence; build it once with
+`python launch/preprocess.py --source=music_to_dance --kinds=windows_nowave`, ~5 min):
   python launch/train.py --config=configs/style_paper.py --workdir=/tmp/style_paper_real \
       --config.data.source=music_to_dance
-Expected: see README (style classifier results): time and per-class accuracy measured on the
-2-core CPU; the eval output (eval.json) has the test-split confusion matrix.
+Expected (measured on the shared 2-core CPU at load ~15, 3000 steps, batch 64): synthetic
+default ~2 min wall, 100% on validation and test (128 windows each); real data 80 s wall,
+test 65.3% (C 33%, R 43%, W 93%; no tango in test), validation 45.7%. eval.json has the
+confusion matrices.
 6,453 parameters with ``--config.model.num_classes=3`` (the original's 3 classes); 6,484 for 4.
 """
 from d2m_jax.train.defaults import base_config
