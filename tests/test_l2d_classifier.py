@@ -52,7 +52,7 @@ def test_classifier_step_labels_no_accumulation_and_generation():
   s2, _ = step(s1, batch)
   assert np.isfinite(float(m1["loss"])) and 0 <= float(m1["accuracy"]) <= 1
   # Plain SGD: the second update is -lr * (gradient at s1) alone, not the running sum.
-  g1 = jax.grad(lambda p: task._loss(p, s1, batch)[0])(s1.params)
+  g1 = jax.jit(jax.grad(lambda p: task._loss(p, s1, batch)[0]))(s1.params)
   for p1, p2_, g in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params),
                         jax.tree.leaves(g1)):
     np.testing.assert_allclose(p2_ - p1, -0.1 * g, atol=1e-6)

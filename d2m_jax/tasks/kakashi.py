@@ -128,9 +128,11 @@ class KakashiTask(Task):
     mm, msd = common.feature_stats(stats, "mfcc20", 20)
     k_init, k_state = jax.random.split(rng)
     T = 2
-    params = self.model.init({"params": k_init, "dropout": k_init},
-                             jnp.zeros((1, T, 20)), jnp.zeros((1, self.P)),
-                             jnp.zeros((1, T, self.P)), k_init, 0.0, False)["params"]
+    # Jitted: the engine initialises this task eagerly, and an eager flax init of scans is slow.
+    params = jax.jit(lambda k: self.model.init({"params": k, "dropout": k},
+                                               jnp.zeros((1, T, 20)), jnp.zeros((1, self.P)),
+                                               jnp.zeros((1, T, self.P)), k, 0.0,
+                                               False)["params"])(k_init)
     return KakashiState(step=jnp.int32(0), rng=k_state, params=params,
                         opt_state=self.tx.init(params), pose_mean=jnp.asarray(pm),
                         pose_scale=jnp.asarray(ps), mfcc_mean=jnp.asarray(mm),

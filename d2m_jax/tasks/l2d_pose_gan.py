@@ -63,8 +63,8 @@ class PoseGANTask(Task):
   def init_state(self, rng, batch, stats=None):
     mean, scale = common.pose2d_stats(stats, self.J, self.C)
     kg, kd, ks = jax.random.split(rng, 3)
-    gv = self.G.init({"params": kg}, jnp.zeros((2, POSE_Z)), False)
-    dv = self.D.init({"params": kd}, jnp.zeros((2, self.P2)), False)
+    gv = jax.jit(lambda k: self.G.init({"params": k}, jnp.zeros((2, POSE_Z)), False))(kg)
+    dv = jax.jit(lambda k: self.D.init({"params": k}, jnp.zeros((2, self.P2)), False))(kd)
     return PoseGANState(step=jnp.int32(0), rng=ks, g_params=gv["params"],
                         g_batch_stats=gv["batch_stats"], d_params=dv["params"],
                         g_opt=self.g_tx.init(gv["params"]), d_opt=self.d_tx.init(dv["params"]),
