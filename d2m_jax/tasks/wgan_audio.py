@@ -107,6 +107,7 @@ def audio_config(ablation: str = "default") -> ml_collections.ConfigDict:
 class WGANAudioTask(WGANTask):
   name = "wgan_audio"
   generation_features = ("waveform16k",)
+  generation_uses_beats = False   # generate() reads the waveform only
 
   def __init__(self, config):
     super().__init__(config)

@@ -275,7 +275,28 @@ class WGANTask(Task):
   def eval_extra(self, real, fake, cond):
     return {}
 
+  def forward(self, state: WGANState, batch):
+    """Forward-only cost of one critic update plus one generator loss on the batch's first
+    slice, for benchmarks: no parameter gradient, no update, rng from ``fold_in(rng, step)``;
+    the generator's BatchNorm runs in train mode and its statistics are discarded. (The
+    penalty's input gradient is part of the critic loss, so it is computed.)"""
+    k_prep, k_c, k_g = self.step_keys(state)
+    real, cond = self.prepare(batch, state.stats, k_prep)
+    real, cond = _slice_tree(real, 0), _slice_tree(cond, 0)
+    k_fake, k_pair, k_pen = jax.random.split(k_c, 3)
+    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, cond, k_fake, None,
+                               real.shape[0])
+    d_real, d_fake = self.critic_pair(state.d_params, real, fake, cond, k_pair)
+    gp, _ = self.penalty(state.d_params, real, fake, cond, k_pen)
+    d_loss = jnp.mean(d_fake) - jnp.mean(d_real) + self.gamma * gp
+    reg, _ = self.gen_regulariser(fake, real, cond)
+    return (d_loss - jnp.mean(d_fake) + reg).astype(jnp.float32)
+
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator):
+    """``batch_size`` windows as the pipeline yields them. One train step consumes all of them:
+    ``n_critic`` slices of ``batch_size / n_critic`` (one per critic update; the generator
+    reuses the last), so the per-update batch is ``batch_size / n_critic`` (phase 1: the frames
+    of all windows are pooled and ``n_critic * model.batch_size`` of them drawn)."""
     return windows_synthetic_batch(batch_size, rng, int(self.config.model.get("pose_dim", 69)),
                                    bool(self.config.data.get("waveform", True)))
 
