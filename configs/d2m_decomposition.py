@@ -12,11 +12,13 @@ Real mocap data::
 OpenPose 2D data (14 joints x 2): ``--config.data.source=openpose --config.model.pose_size=28``
 (or ``configs/d2m_decomposition.py:openpose``).
 
-Paper-size model (H 1024, z_mov 512, 14.9M parameters). Expected: on a GPU about 0.1 s per
-step at batch 32; the 2-core CPU here does about 1-1.5 steps/s at batch 32 with
-``units_per_example=1`` (see the README section). The losses fall from ~2.5 (self + cross L1
-in normalised units) within a few hundred steps; the KL weight ramps up around step 15k.
-The paper trains 1000 epochs at batch 256 (units_per_example=1).
+Paper-size model (H 1024, z_mov 512, 14.9M parameters). Measured on the shared 2-core CPU
+(load 14-21, so noisy): batch 32 with units_per_example=1 takes 2.3 CPU-seconds per step
+(9-10 s wall under that load); with all 3 units per example 6.7 CPU-s. A reduced smoke run
+(``--config.model.hidden=256 --config.model.z_mov=128 --config.num_train_steps=150``) takes
+8-10 min wall there (compile ~45 s) and the loss falls from 5.4 to 2.1 (synthetic) / 5.3 to
+2.7 (music_to_dance); the KL weight only ramps up around step 15k. The paper trains 1000
+epochs at batch 256 (one unit per example): a GPU job.
 """
 from d2m_jax.train.defaults import base_config
 
