@@ -1,5 +1,6 @@
 """Dancing2Music inference: exact output length, beats on music beats, determinism."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,9 +79,10 @@ def test_generated_unit_beats_fall_on_music_beats(tiny_comp, monkeypatch):
   T, P = task.m.unit_length, task.m.pose_size
 
   def fake_triplet(params, frozen, style, initpose, key):
-    ramp = np.arange(T, dtype=np.float32)[None, None, :, None]
-    return np.broadcast_to(ramp, (style.shape[0], 3, T, P)).copy()
-  monkeypatch.setitem(task.__dict__, "_d2m_triplet_fn", fake_triplet)
+    ramp = jnp.arange(T, dtype=jnp.float32)[None, None, :, None]
+    return jnp.broadcast_to(ramp, (style.shape[0], 3, T, P))
+  monkeypatch.setitem(task.__dict__, "_d2m_triplet_body", fake_triplet)
+  monkeypatch.setitem(task.__dict__, "_d2m_song_fns", {})
   beats = np.array([30, 41, 55, 66, 80, 91, 103, 118])
   out = task.generate(state, _feats(130), beats, 130, jax.random.PRNGKey(0), 1)
   local = out[0, beats, 0, 0]                 # identity stats: the unit-local frame index
@@ -96,3 +98,93 @@ def test_sliding_style_mode_runs(tiny_comp):
   finally:
     task.m.gen_style_mode = "mean"
   assert out.shape == (1, 100, 23, 3)
+
+
+def test_choose_candidates_keeps_the_first_moving_one():
+  T, P, thr = 4, 2, 1.0
+  still = np.zeros((3, T, P), np.float32)
+  moving = np.arange(T, dtype=np.float32)[None, :, None] * np.ones((3, 1, P), np.float32)
+  half = moving.copy()
+  half[1] = 0.0                                   # one static unit makes the triplet static
+  # (K=4 candidates, N=4 samples)
+  cands = [[half, still, moving, moving * 2],     # first moving: 2
+           [still, half, still, still],           # none moves: 0
+           [moving * 3, still, moving, moving],   # first moving: 0
+           [still, still, still, moving * 5]]     # first moving: 3
+  units = np.stack([np.stack(c) for c in cands], axis=1)        # (K, N, 3, T, P)
+  chosen, idx = inf.choose_candidates(jnp.asarray(units), thr)
+  np.testing.assert_array_equal(np.asarray(idx), [2, 0, 0, 3])
+  expect = np.stack([units[i, n] for n, i in enumerate([2, 0, 0, 3])])
+  np.testing.assert_array_equal(np.asarray(chosen), expect)
+  motion = np.abs(np.diff(expect, axis=2)).sum(axis=(2, 3))
+  assert (motion[[0, 2, 3]] >= thr).all()         # non-static wherever a candidate moves
+
+
+def test_song_lengths_in_one_bucket_do_not_retrace(tiny_comp, monkeypatch):
+  task, state = tiny_comp
+  monkeypatch.setitem(task.__dict__, "_d2m_song_fns", {})   # a fresh jit cache
+  assert inf.num_triplets_bucket(2) == inf.num_triplets_bucket(6) == 8
+  before = inf.TRACE_COUNTS["song"]
+  a = task.generate(state, _feats(150), np.arange(5, 150, 12), 150, jax.random.PRNGKey(1), 1)
+  assert inf.TRACE_COUNTS["song"] == before + 1
+  b = task.generate(state, _feats(600), np.arange(5, 600, 12), 600, jax.random.PRNGKey(1), 1)
+  assert inf.TRACE_COUNTS["song"] == before + 1      # 2 and 5 triplets: the same compiled scan
+  assert a.shape == (1, 150, 23, 3) and b.shape == (1, 600, 23, 3)
+
+
+def _sequential_reference(task, state, feats, beats, num_frames, rng, N):
+  """The earlier implementation: a Python loop over triplets and redraw attempts."""
+  m = task.m
+  T, P = m.unit_length, m.pose_size
+  trip = jax.jit(inf._triplet_body(task))
+  style = inf.song_styles(task, state, feats["d2m28"], num_frames, 25.0)[0][0]
+  style = jnp.broadcast_to(jnp.asarray(style), (N, style.shape[-1]))
+  times = inf.standard_times(beats, num_frames)
+  n_trip = int(np.ceil((np.floor(times.max()) + 2) / (3 * T)))
+  thr = float(m.gen_static_thr) * (T - 1) * P
+  pose, seq, picks = jnp.zeros((N, P)), [], []
+  for j in range(n_trip):
+    accepted, done, pick = None, np.zeros(N, bool), np.zeros(N, int)
+    for a in range(m.gen_max_tries):
+      units = np.asarray(trip(state.params, state.frozen, style, pose,
+                              jax.random.fold_in(jax.random.fold_in(rng, j), a)))
+      ok = (np.abs(np.diff(units, axis=2)).sum(axis=(2, 3)) >= thr).all(axis=1)
+      if accepted is None:
+        accepted = units.copy()
+      take = ok & ~done
+      accepted[take], pick[take] = units[take], a
+      done |= ok
+    seq.append(accepted.reshape(N, 3 * T, P))
+    picks.append(pick)
+    pose = jnp.asarray(accepted[:, -1, -1])
+  out = inf.beat_warp(np.concatenate(seq, axis=1), times)
+  st = jax.device_get(state.stats)
+  out = out * st["pose_std"] + st["pose_mean"]
+  return out.reshape(N, num_frames, 23, 3), np.stack(picks)
+
+
+def test_generate_matches_the_sequential_redraw_loop(tiny_comp):
+  """Batched candidates + scan == the earlier per-attempt loop, with a threshold that rejects."""
+  task, state = tiny_comp
+  m = task.m
+  T, P, N, n = m.unit_length, m.pose_size, 2, 200
+  feats, beats, rng = _feats(n), np.arange(4, n, 11), jax.random.PRNGKey(5)
+  # a threshold between two of triplet 0's candidate motions (it starts from the mean pose)
+  style = inf.song_styles(task, state, feats["d2m28"], n, 25.0)[0][0]
+  trip = jax.jit(inf._triplet_body(task))
+  mins = np.sort(np.concatenate([np.asarray(inf.triplet_motion(trip(
+      state.params, state.frozen, jnp.broadcast_to(jnp.asarray(style), (N, style.shape[-1])),
+      jnp.zeros((N, P)), jax.random.fold_in(jax.random.fold_in(rng, 0), a)))).min(-1)
+      for a in range(m.gen_max_tries)]))
+  k = len(mins) // 2
+  old_thr = m.gen_static_thr
+  with m.unlocked():
+    m.gen_static_thr = float(mins[k - 1] + mins[k]) / 2 / ((T - 1) * P)
+  try:
+    ref, picks = _sequential_reference(task, state, feats, beats, n, rng, N)
+    out = task.generate(state, feats, beats, n, rng, N)
+  finally:
+    with m.unlocked():
+      m.gen_static_thr = old_thr
+  assert (picks > 0).any() and (picks == 0).any()   # the choice really mattered
+  np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)

@@ -11,8 +11,9 @@ Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``la
 3. units: for each triplet, a fresh z_dance ~ audstyle_enc(style, noise) -> dance_dec -> 3
    movement codes -> stdp_dec; each unit starts from the previous unit's last frame (through
    ``initp_enc``), the first from the mean pose; a triplet with a static unit
-   (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is redrawn, up to
-   ``gen_max_tries`` times (then kept);
+   (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is rejected: all
+   ``gen_max_tries`` candidates are drawn at once and each sample keeps its first moving
+   candidate (candidate 0 if none moves);
 4. beat warping: the units are beat-normalised (beats on frames 3, 11, 19, 27), so standard
    frame ``3 + 8k`` is mapped onto music beat frame ``b_k`` (frames, not seconds -- the
    original's ``--modulate`` passed seconds and had a broken branch for long intervals) by a
@@ -21,8 +22,19 @@ Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``la
 5. exactly ``num_frames`` frames (the original produced ~3x too many), de-normalised, reshaped
    to (num_samples, num_frames, J, C).
 
-Deterministic given ``rng``. Any length: triplets are generated one jitted call at a time
-(the same compiled function for every triplet), chained through their last frame.
+Deterministic given ``rng``. Any length, one device call per song: a jitted ``lax.scan`` over
+the triplets (carrying the last pose; the per-triplet style vectors are its scanned input) whose
+step draws the K = ``gen_max_tries`` candidates of a triplet in one vmapped batch of K*N and picks
+per sample with :func:`choose_candidates` on device. The scan length is bucketed
+(:func:`num_triplets_bucket`: powers of two from 8), so songs of different lengths reuse the
+compiled code; the padded triplets are generated and dropped.
+
+Change from the earlier sequential version (a Python loop over triplets and over redraw
+attempts, one host sync per attempt): the random draws and the choice are the same -- triplet
+j's attempt k uses ``fold_in(fold_in(rng, j), k)``, the first moving attempt is kept, else
+attempt 0 -- so the dances match it up to float rounding of the batched matmuls; only the cost
+changed: all K candidates are always computed (on CPU a batch of K*N costs little more than N,
+as the recurrent matmuls are bound by reading the weights), and no early exit.
 """
 from __future__ import annotations
 
@@ -111,9 +123,14 @@ def _style_fn(task):
   return fn
 
 
-def _triplet_fn(task):
-  """Jitted (state params, style (N,S), init pose (N,P), key) -> units (N, 3, T, P) normalised."""
-  fn = task.__dict__.get("_d2m_triplet_fn")
+def _triplet_body(task):
+  """(params, frozen, style (N,S), init pose (N,P), key) -> units (N, 3, T, P) normalised.
+
+  One attempt: a fresh z_dance, its 3 movement codes, 3 units chained through their last frame.
+  Not jitted (traced inside :func:`_song_fn`); tests may replace it via
+  ``task.__dict__["_d2m_triplet_body"]`` (and then clear ``task.__dict__["_d2m_song_fns"]``).
+  """
+  fn = task.__dict__.get("_d2m_triplet_body")
   if fn is not None:
     return fn
   m = task.m
@@ -134,8 +151,72 @@ def _triplet_fn(task):
       initpose = unit[:, -1]
     return jnp.stack(units, axis=1)
 
-  fn = jax.jit(triplet)
-  task._d2m_triplet_fn = fn
+  return triplet
+
+
+def triplet_motion(units):
+  """Per-unit motion sum_t,p |x_{t+1} - x_t| of units (..., 3, T, P) -> (..., 3)."""
+  return jnp.abs(jnp.diff(units, axis=-2)).sum(axis=(-2, -1))
+
+
+def choose_candidates(units, thr):
+  """Per sample, the first of K candidate triplets whose 3 units all move at least ``thr``.
+
+  ``units`` (K, N, 3, T, P); a sample with no moving candidate keeps candidate 0 (as the
+  sequential redraw loop kept its first draw). Returns (chosen (N, 3, T, P), index (N,) int32).
+  """
+  ok = (triplet_motion(units) >= thr).all(axis=-1)          # (K, N)
+  idx = jnp.argmax(ok, axis=0).astype(jnp.int32)             # first True; 0 when none
+  chosen = jnp.take_along_axis(units, idx[None, :, None, None, None], axis=0)[0]
+  return chosen, idx
+
+
+def num_triplets_bucket(n: int, minimum: int = 8) -> int:
+  """Scan length for ``n`` triplets: the next power of two >= ``minimum`` (few compiles)."""
+  b = minimum
+  while b < n:
+    b *= 2
+  return b
+
+
+# Python-side trace counts of the song function (incremented only while jax traces it).
+TRACE_COUNTS = {"song": 0}
+
+
+def _song_fn(task, num_tries: int):
+  """Jitted whole-song generator for ``num_tries`` candidates per triplet.
+
+  (params, frozen, styles (B, S), init pose (N, P), rng key, thr) -> units (B, N, 3, T, P):
+  one ``lax.scan`` over B (bucketed) triplets carrying the last pose; triplet j draws its K
+  candidates with keys ``fold_in(fold_in(rng, j), k)`` in ONE vmapped (batch K*N) call and
+  keeps :func:`choose_candidates`.
+  """
+  cache = task.__dict__.setdefault("_d2m_song_fns", {})
+  fn = cache.get(num_tries)
+  if fn is not None:
+    return fn
+  triplet = _triplet_body(task)
+  K = int(num_tries)
+
+  def song(params, frozen, styles, initpose, rng, thr):
+    TRACE_COUNTS["song"] += 1
+    N = initpose.shape[0]
+
+    def step(pose, xs):
+      j, style = xs
+      key_j = jax.random.fold_in(rng, j)
+      keys = jax.vmap(lambda a: jax.random.fold_in(key_j, a))(jnp.arange(K))
+      style = jnp.broadcast_to(style, (N, style.shape[-1]))
+      units = jax.vmap(triplet, in_axes=(None, None, None, None, 0))(
+          params, frozen, style, pose, keys)                  # (K, N, 3, T, P)
+      chosen, _ = choose_candidates(units, thr)
+      return chosen[:, -1, -1], chosen
+
+    _, out = jax.lax.scan(step, initpose, (jnp.arange(styles.shape[0]), styles))
+    return out
+
+  fn = jax.jit(song)
+  cache[num_tries] = fn
   return fn
 
 
@@ -188,36 +269,22 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   T, P = m.unit_length, m.pose_size
   n_trip = math.ceil((math.floor(times.max()) + 2) / (3 * T))
   thr = float(m.gen_static_thr) * (T - 1) * P
-  fn = _triplet_fn(task)
   N = int(num_samples)
-  initpose = jnp.zeros((N, P), jnp.float32)  # the mean pose
+  if seg_frames is None:
+    idx = np.zeros(n_trip, np.int64)
+  else:  # the window holding each triplet's middle beat, in output time
+    mid_std = (np.arange(n_trip) * 3 + 1.5) * T
+    t_mid = np.interp(mid_std, times, np.arange(num_frames))
+    idx = np.minimum((t_mid // seg_frames).astype(np.int64), len(styles) - 1)
+  B = num_triplets_bucket(n_trip)
+  idx = np.concatenate([idx, np.full(B - n_trip, idx[-1])])  # padding: generated, dropped
+  trip_styles = jnp.asarray(styles[idx], jnp.float32)       # (B, S)
   rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
-  seq = []
-  for j in range(n_trip):
-    if seg_frames is None:
-      style = styles[0]
-    else:  # the window holding this triplet's middle beat, in output time
-      mid_std = (j * 3 + 1.5) * T
-      t_mid = float(np.interp(mid_std, times, np.arange(num_frames)))
-      style = styles[min(int(t_mid // seg_frames), len(styles) - 1)]
-    style = jnp.broadcast_to(jnp.asarray(style, jnp.float32), (N, styles.shape[-1]))
-    accepted = None
-    done = np.zeros(N, bool)
-    for attempt in range(max(1, int(m.gen_max_tries))):
-      key = jax.random.fold_in(jax.random.fold_in(rng, j), attempt)
-      units = np.asarray(fn(state.params, state.frozen, style, initpose, key))
-      motion = np.abs(np.diff(units, axis=2)).sum(axis=(2, 3))     # (N, 3)
-      ok = (motion >= thr).all(axis=1)
-      if accepted is None:
-        accepted = units.copy()
-      take = ok & ~done
-      accepted[take] = units[take]
-      done |= ok
-      if done.all():
-        break
-    seq.append(accepted.reshape(N, 3 * T, P))
-    initpose = jnp.asarray(accepted[:, -1, -1])
-  seq = np.concatenate(seq, axis=1)
+  fn = _song_fn(task, max(1, int(m.gen_max_tries)))
+  units = fn(state.params, state.frozen, trip_styles, jnp.zeros((N, P), jnp.float32),  # mean pose
+             rng, jnp.float32(thr))
+  units = np.asarray(units[:n_trip])                         # (n_trip, N, 3, T, P)
+  seq = units.transpose(1, 0, 2, 3, 4).reshape(N, n_trip * 3 * T, P)
   out = beat_warp(seq, times)
   out = out * st["pose_std"] + st["pose_mean"]
   C = common.joint_dims(m)
