@@ -163,7 +163,8 @@ def _sequential_reference(task, state, feats, beats, num_frames, rng, N):
   return out.reshape(N, num_frames, 23, 3), np.stack(picks)
 
 
-def test_generate_matches_the_sequential_redraw_loop(tiny_comp):
+@pytest.mark.parametrize("per_call", [0, 3])   # all 10 candidates in one batch | 3 at a time
+def test_generate_matches_the_sequential_redraw_loop(tiny_comp, per_call):
   """Batched candidates + scan == the earlier per-attempt loop, with a threshold that rejects."""
   task, state = tiny_comp
   m = task.m
@@ -180,11 +181,13 @@ def test_generate_matches_the_sequential_redraw_loop(tiny_comp):
   old_thr = m.gen_static_thr
   with m.unlocked():
     m.gen_static_thr = float(mins[k - 1] + mins[k]) / 2 / ((T - 1) * P)
+    m.gen_tries_per_call = per_call
   try:
     ref, picks = _sequential_reference(task, state, feats, beats, n, rng, N)
     out = task.generate(state, feats, beats, n, rng, N)
   finally:
     with m.unlocked():
-      m.gen_static_thr = old_thr
+      m.gen_static_thr, m.gen_tries_per_call = old_thr, 0
   assert (picks > 0).any() and (picks == 0).any()   # the choice really mattered
+  assert per_call == 0 or (picks >= per_call).any()  # the while loop drew a 2nd chunk
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)

@@ -12,8 +12,9 @@ Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``la
    movement codes -> stdp_dec; each unit starts from the previous unit's last frame (through
    ``initp_enc``), the first from the mean pose; a triplet with a static unit
    (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is rejected: all
-   ``gen_max_tries`` candidates are drawn at once and each sample keeps its first moving
-   candidate (candidate 0 if none moves);
+   ``gen_max_tries`` candidates are drawn at once (or ``gen_tries_per_call`` at a time, until
+   every sample has a moving one; optional config field, 0 / absent = all at once) and each
+   sample keeps its first moving candidate (candidate 0 if none moves);
 4. beat warping: the units are beat-normalised (beats on frames 3, 11, 19, 27), so standard
    frame ``3 + 8k`` is mapped onto music beat frame ``b_k`` (frames, not seconds -- the
    original's ``--modulate`` passed seconds and had a broken branch for long intervals) by a
@@ -27,7 +28,7 @@ the triplets (carrying the last pose; the per-triplet style vectors are its scan
 step draws the K = ``gen_max_tries`` candidates of a triplet in one vmapped batch of K*N and picks
 per sample with :func:`choose_candidates` on device. The scan length is bucketed
 (:func:`num_triplets_bucket`: powers of two from 8), so songs of different lengths reuse the
-compiled code; the padded triplets are generated and dropped.
+compiled code; the padded triplets skip the networks (``lax.cond``) and are dropped.
 
 Change from the earlier sequential version (a Python loop over triplets and over redraw
 attempts, one host sync per attempt): the random draws and the choice are the same -- triplet
@@ -183,40 +184,74 @@ def num_triplets_bucket(n: int, minimum: int = 8) -> int:
 TRACE_COUNTS = {"song": 0}
 
 
-def _song_fn(task, num_tries: int):
+def _song_fn(task, num_tries: int, per_call: int = 0):
   """Jitted whole-song generator for ``num_tries`` candidates per triplet.
 
-  (params, frozen, styles (B, S), init pose (N, P), rng key, thr) -> units (B, N, 3, T, P):
-  one ``lax.scan`` over B (bucketed) triplets carrying the last pose; triplet j draws its K
-  candidates with keys ``fold_in(fold_in(rng, j), k)`` in ONE vmapped (batch K*N) call and
-  keeps :func:`choose_candidates`.
+  (params, frozen, styles (B, S), init pose (N, P), rng key, thr, num_valid) -> units
+  (B, N, 3, T, P): one ``lax.scan`` over B (bucketed) triplets carrying the last pose; triplet
+  j < num_valid draws its K candidates with keys ``fold_in(fold_in(rng, j), k)`` in vmapped
+  batches of ``per_call`` * N (0: all K in ONE batch) and keeps the first moving one
+  (:func:`choose_candidates`); with ``per_call < K`` a ``lax.while_loop`` stops drawing once
+  every sample has one (same result, less compute when most first draws move). Padded
+  triplets skip the networks (``lax.cond``) and give zeros.
   """
+  K = int(num_tries)
+  C = K if per_call <= 0 else min(int(per_call), K)
   cache = task.__dict__.setdefault("_d2m_song_fns", {})
-  fn = cache.get(num_tries)
+  fn = cache.get((K, C))
   if fn is not None:
     return fn
   triplet = _triplet_body(task)
-  K = int(num_tries)
+  n_chunks = math.ceil(K / C)
 
-  def song(params, frozen, styles, initpose, rng, thr):
+  def song(params, frozen, styles, initpose, rng, thr, num_valid):
     TRACE_COUNTS["song"] += 1
     N = initpose.shape[0]
 
+    def draw_chunk(pose, key_j, style, c):
+      """Candidates c*C .. c*C+C-1: (first moving one (N,3,T,P), found (N,), first draw)."""
+      attempts = c * C + jnp.arange(C)
+      keys = jax.vmap(lambda a: jax.random.fold_in(key_j, a))(attempts)
+      units = jax.vmap(triplet, in_axes=(None, None, None, None, 0))(
+          params, frozen, style, pose, keys)                  # (C, N, 3, T, P)
+      # attempts past K (last chunk when C does not divide K) never count as moving
+      units_ok = jnp.where((attempts < K)[:, None, None, None, None], units, 0.0)
+      chosen, idx = choose_candidates(units_ok, thr)
+      found = (triplet_motion(units_ok) >= thr).all(-1).any(0)
+      return chosen, found, units[0]
+
+    def draw(pose, j, style):
+      key_j = jax.random.fold_in(rng, j)
+      style = jnp.broadcast_to(style, (N, style.shape[-1]))
+      chosen, found, first = draw_chunk(pose, key_j, style, 0)
+      chosen = jnp.where(found[:, None, None, None], chosen, first)
+      if n_chunks == 1:
+        return chosen
+
+      def more(carry):
+        c, chosen, found = carry
+        new, new_found, _ = draw_chunk(pose, key_j, style, c)
+        take = new_found & ~found
+        return c + 1, jnp.where(take[:, None, None, None], new, chosen), found | new_found
+
+      _, chosen, _ = jax.lax.while_loop(
+          lambda carry: (carry[0] < n_chunks) & ~carry[2].all(), more, (jnp.int32(1), chosen, found))
+      return chosen
+
     def step(pose, xs):
       j, style = xs
-      key_j = jax.random.fold_in(rng, j)
-      keys = jax.vmap(lambda a: jax.random.fold_in(key_j, a))(jnp.arange(K))
-      style = jnp.broadcast_to(style, (N, style.shape[-1]))
-      units = jax.vmap(triplet, in_axes=(None, None, None, None, 0))(
-          params, frozen, style, pose, keys)                  # (K, N, 3, T, P)
-      chosen, _ = choose_candidates(units, thr)
+      # padded triplets (j >= num_valid) skip the networks: the bucket costs no compute
+      chosen = jax.lax.cond(
+          j < num_valid, draw,
+          lambda p, j, s: jnp.zeros((N, 3, task.m.unit_length, p.shape[-1]), p.dtype),
+          pose, j, style)
       return chosen[:, -1, -1], chosen
 
     _, out = jax.lax.scan(step, initpose, (jnp.arange(styles.shape[0]), styles))
     return out
 
   fn = jax.jit(song)
-  cache[num_tries] = fn
+  cache[(K, C)] = fn
   return fn
 
 
@@ -277,12 +312,12 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
     t_mid = np.interp(mid_std, times, np.arange(num_frames))
     idx = np.minimum((t_mid // seg_frames).astype(np.int64), len(styles) - 1)
   B = num_triplets_bucket(n_trip)
-  idx = np.concatenate([idx, np.full(B - n_trip, idx[-1])])  # padding: generated, dropped
+  idx = np.concatenate([idx, np.full(B - n_trip, idx[-1])])  # padding: skipped, dropped
   trip_styles = jnp.asarray(styles[idx], jnp.float32)       # (B, S)
   rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
-  fn = _song_fn(task, max(1, int(m.gen_max_tries)))
+  fn = _song_fn(task, max(1, int(m.gen_max_tries)), int(m.get("gen_tries_per_call", 0)))
   units = fn(state.params, state.frozen, trip_styles, jnp.zeros((N, P), jnp.float32),  # mean pose
-             rng, jnp.float32(thr))
+             rng, jnp.float32(thr), jnp.int32(n_trip))
   units = np.asarray(units[:n_trip])                         # (n_trip, N, 3, T, P)
   seq = units.transpose(1, 0, 2, 3, 4).reshape(N, n_trip * 3 * T, P)
   out = beat_warp(seq, times)
