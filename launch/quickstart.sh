@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: install, build the embedded default dataset, train the
+# Dancing2Music pipeline on it at demo scale, and dance to a song no model has heard.
+#
+#   bash launch/quickstart.sh [RUN_DIR]          (default RUN_DIR=runs/quickstart)
+#
+# Steps: venv + requirements -> procedural dataset (generated, preprocessed into TFDS) ->
+# music style classifier (paper GRU-30) -> Dancing2Music decomposition (dance-unit VAE) ->
+# composition (music-to-movement GAN, using the style classifier) -> a new 30 s waltz ->
+# launch/generate.py -> RUN_DIR/dance.npz, dance.mp4 (with the music) and dance.gif.
+# Demo scale (GRU H=256, latents 128, a few hundred steps) so that it finishes in minutes on a
+# 2-core CPU; the README gives the paper-size commands. Re-running resumes/reuses what exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-runs/quickstart}
+STEPS=${STEPS:-200}
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q --no-deps -e .
+PY=.venv/bin/python
+export TF_CPP_MIN_LOG_LEVEL=2
+mkdir -p "$RUN"
+
+echo "== 1/6 embedded default dataset (generated and preprocessed once, then cached)"
+$PY launch/preprocess.py --source=synthetic
+
+echo "== 2/6 music style classifier (paper GRU-30)"
+$PY launch/train.py --config=configs/style_paper.py --workdir="$RUN/style" \
+  --config.num_train_steps=1000 --config.eval_every_steps=500 --config.checkpoint_every_steps=500
+
+SMALL="--config.model.hidden=256 --config.model.z_mov=128 --config.model.units_per_example=1"
+echo "== 3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
+$PY launch/train.py --config=configs/d2m_decomposition.py --workdir="$RUN/d2m_decomp" $SMALL \
+  --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
+  --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
+
+echo "== 4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
+$PY launch/train.py --config=configs/d2m_composition.py --workdir="$RUN/d2m_comp" $SMALL \
+  --config.model.decomp_workdir="$RUN/d2m_decomp" --config.model.style_workdir="$RUN/style" \
+  --config.model.z_dance=128 --config.model.dance_hidden=256 \
+  --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
+  --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
+
+echo "== 5/6 a song no model has heard"
+$PY launch/make_song.py --style=W --seconds=30 --seed=2026 --out="$RUN/song.wav"
+
+echo "== 6/6 dance to it: joints + MP4 with the music + GIF"
+$PY launch/generate.py --music="$RUN/song.wav" --checkpoint="$RUN/d2m_comp" \
+  --out="$RUN/dance.npz" --render
+echo "done: $RUN/dance.mp4 (with the music), $RUN/dance.gif, $RUN/dance.npz"
