@@ -60,6 +60,8 @@ def get_config(variant: str = "mocap"):
   m.gen_static_thr = 0.0577     # static-unit rejection: mean |x_{t+1}-x_t| per dim and frame
                                 # (normalised units; = the original's 50 / (31 * 28))
   m.gen_max_tries = 10
+  m.gen_tries_per_call = 0      # candidates drawn per jitted call (0: all gen_max_tries at once;
+                                # 1-2 is faster once trained weights rarely give static units)
   c.model = m
   o = c.optim
   o.lr = 2e-4
