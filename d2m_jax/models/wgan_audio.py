@@ -85,20 +85,21 @@ class DefaultEncoder(nn.Module):
   activ: str = "id"
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     h = x[..., None]
-    h = jax.nn.relu(batch_norm(conv1d(h, self.channels, 250, 50, 124, self.dtype, "conv0"),
-                               train, self.axis_name, "bn0"))
+    h = conv1d(h, self.channels, 250, 50, 124, self.dtype, "conv0", self.conv_impl)
+    h = jax.nn.relu(batch_norm(h, train, self.axis_name, "bn0"))
     c = self.channels
     for i in range(self.n_down):
       c *= 2
-      h = jax.nn.relu(batch_norm(conv1d(h, c, 4, 2, 1, self.dtype, f"down{i}"), train,
-                                 self.axis_name, f"bn_down{i}"))
+      h = conv1d(h, c, 4, 2, 1, self.dtype, f"down{i}", self.conv_impl)
+      h = jax.nn.relu(batch_norm(h, train, self.axis_name, f"bn_down{i}"))
     if h.shape[1] < 1:
       raise ValueError("audio window too short for the encoder; lower model.enc_down")
-    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out")
+    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out", impl=self.conv_impl)
     return activation(self.activ)(h[:, 0].astype(jnp.float32))
 
 
@@ -111,16 +112,17 @@ class WaveGANEncoder(nn.Module):
   activ: str = "id"
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     h = x[..., None]
     c = self.channels
     for i in range(self.n_layers):
-      h = jax.nn.relu(batch_norm(conv1d(h, c, 25, 4, 0, self.dtype, f"conv{i}"), train,
-                                 self.axis_name, f"bn{i}"))
+      h = conv1d(h, c, 25, 4, 0, self.dtype, f"conv{i}", self.conv_impl)
+      h = jax.nn.relu(batch_norm(h, train, self.axis_name, f"bn{i}"))
       c *= 2
-    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out")
+    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out", impl=self.conv_impl)
     return activation(self.activ)(h[:, 0].astype(jnp.float32))
 
 
@@ -145,21 +147,22 @@ class UNetEncoder(nn.Module):
   activ: str = "id"
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
+  conv_impl: str = "xla"
 
   def _block(self, h, c, train, name):
-    return _lrelu(batch_norm(conv1d(h, c, 3, 1, 1, self.dtype, name), train, self.axis_name,
-                             f"{name}_bn"))
+    h = conv1d(h, c, 3, 1, 1, self.dtype, name, self.conv_impl)
+    return _lrelu(batch_norm(h, train, self.axis_name, f"{name}_bn"))
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     h = x[..., None]
     c = self.channels
-    h = _lrelu(batch_norm(conv1d(h, c, 160, 4, 79, self.dtype, "conv0"), train, self.axis_name,
-                          "bn0"))
+    h = conv1d(h, c, 160, 4, 79, self.dtype, "conv0", self.conv_impl)
+    h = _lrelu(batch_norm(h, train, self.axis_name, "bn0"))
     for i in range(2):
       c *= 2
-      h = _lrelu(batch_norm(conv1d(h, c, 4, 2, 1, self.dtype, f"down{i}"), train,
-                            self.axis_name, f"bn_down{i}"))
+      h = conv1d(h, c, 4, 2, 1, self.dtype, f"down{i}", self.conv_impl)
+      h = _lrelu(batch_norm(h, train, self.axis_name, f"bn_down{i}"))
     skips = []
     for i in range(self.depth + 1):
       if i:
@@ -170,7 +173,7 @@ class UNetEncoder(nn.Module):
       skip = skips[self.depth - 1 - i]
       up = upsample_linear2(h)[:, :skip.shape[1]]
       h = self._block(jnp.concatenate([up, skip.astype(jnp.float32)], -1), c, train, f"dec{i}")
-    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out")
+    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out", impl=self.conv_impl)
     return activation(self.activ)(h[:, 0].astype(jnp.float32))
 
 
@@ -209,13 +212,14 @@ class AudioSeqGenerator(nn.Module):
   parity_bug: bool = False
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
+  conv_impl: str = "xla"      # 'xla' | 'im2col' | 'auto' (d2m_jax.models.wgan_layers.conv1d)
 
   def setup(self):
     if self.latent <= self.noise:
       raise ValueError(f"latent ({self.latent}) must exceed noise ({self.noise})")
     self.enc = make_encoder(self.encoder, code=self.code, channels=self.enc_channels,
                             n_down=self.enc_down, activ=self.activ, dtype=self.dtype,
-                            axis_name=self.axis_name)
+                            axis_name=self.axis_name, conv_impl=self.conv_impl)
     self.audio_rnn = GRU(self.latent - self.noise, self.n_cells, dtype=self.dtype, **GRU_INITS)
     self.noise_rnn = GRU(self.noise, 1, dtype=self.dtype, **GRU_INITS)
     self.decoder = FrameDecoder(self.size, self.out, self.nblocks, self.parity_bug, self.dtype,
@@ -243,14 +247,16 @@ class StickBranch(nn.Module):
   nblocks: int = 2
   activ: str = "id"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
     h = jax.nn.relu(conv1d(x, self.channels, self.init_kernel, 1, (self.init_kernel - 1) // 2,
-                           self.dtype, "conv_in"))
+                           self.dtype, "conv_in", self.conv_impl))
     for i in range(self.nblocks):
-      h = TemporalBlock(self.channels, dtype=self.dtype, name=f"block{i}")(h)
-    h = conv1d(h, self.code, x.shape[1], dtype=self.dtype, name="conv_out")
+      h = TemporalBlock(self.channels, dtype=self.dtype, conv_impl=self.conv_impl,
+                        name=f"block{i}")(h)
+    h = conv1d(h, self.code, x.shape[1], dtype=self.dtype, name="conv_out", impl=self.conv_impl)
     return activation(self.activ)(h[:, 0].astype(jnp.float32))
 
 
@@ -260,15 +266,16 @@ class AudioBranch(nn.Module):
   code: int = 100
   activ: str = "id"
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, clip):
     h = clip[..., None]
     c = self.channels
     for i in range(self.n_layers):
-      h = jax.nn.relu(conv1d(h, c, 25, 4, 11, self.dtype, f"conv{i}"))
+      h = jax.nn.relu(conv1d(h, c, 25, 4, 11, self.dtype, f"conv{i}", self.conv_impl))
       c *= 2
-    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out")
+    h = conv1d(h, self.code, h.shape[1], dtype=self.dtype, name="conv_out", impl=self.conv_impl)
     return activation(self.activ)(h[:, 0].astype(jnp.float32))
 
 
@@ -294,13 +301,14 @@ class AudioSeqCritic(nn.Module):
   activ: str = "id"
   ablated: bool = False
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"      # 'xla' | 'im2col' | 'auto' (d2m_jax.models.wgan_layers.conv1d)
 
   def setup(self):
     self.stick = StickBranch(self.channels, self.code, self.init_kernel, self.nblocks,
-                             self.activ, self.dtype)
+                             self.activ, self.dtype, self.conv_impl)
     if not self.ablated:
       self.audio = AudioBranch(self.audio_channels, self.audio_layers, self.code, self.activ,
-                               self.dtype)
+                               self.dtype, self.conv_impl)
     self.head = FusionHead(self.hidden, self.dtype)
 
   def audio_code(self, clip):

@@ -24,6 +24,7 @@ import numpy as np
 
 from d2m_jax.models.wgan_audio import (CLIP_PAD, HOP, AudioSeqCritic, AudioSeqGenerator,
                                        clip_audio, cut_windows)
+from d2m_jax.models.wgan_layers import resolve_conv_impl
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate, total_variation
 from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, WGANTask, apply_generator,
                                        minmax_denormalise, minmax_normalise)
@@ -74,6 +75,9 @@ def audio_config(ablation: str = "default") -> ml_collections.ConfigDict:
   m.eta = 0.0               # TV weight
   m.parity_residual_bug = False
   m.slice_batch = True
+  # Convolutions: 'im2col' (patches + matmul; much faster GP double backward on XLA:CPU),
+  # 'xla' (lax.conv, cuDNN on GPU) or 'auto' (im2col on CPU, xla elsewhere). Same parameters.
+  m.conv_impl = "auto"
   m.pose_dim = 69
   c.optim.lr_g = 2e-4
   c.optim.lr_d = 2e-4
@@ -112,18 +116,19 @@ class WGANAudioTask(WGANTask):
   def __init__(self, config):
     super().__init__(config)
     self.penalty_wrt = (0,) if config.model.ablated else (0, 1)
+    self._conv_impl = resolve_conv_impl(config.model.get("conv_impl", "auto"))
 
   def _gen(self, axis_name=None, pose_dim=69):
     m = self.config.model
     return AudioSeqGenerator(m.encoder, m.enc_code, m.latent, m.noise, m.size, pose_dim,
                              m.nblocks_gen, m.n_cells, m.activ, m.enc_channels, m.enc_down,
-                             m.parity_residual_bug, self.dtype, axis_name)
+                             m.parity_residual_bug, self.dtype, axis_name, self._conv_impl)
 
   def _critic(self):
     m = self.config.model
     return AudioSeqCritic(m.channels, m.critic_code, m.init_kernel, m.nblocks_critic,
                           m.audio_channels, m.audio_layers, m.critic_hidden, m.activ, m.ablated,
-                          self.dtype)
+                          self.dtype, self._conv_impl)
 
   def init_models(self, rng, P):
     T, m = WINDOW_FRAMES, self.config.model
