@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import dance_classifier
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task
 
-WINDOW = 120
-WAVE_SAMPLES = 79360
+WINDOW = batch_layout.WINDOW_FRAMES
 
 
 class DanceStyleState(flax.struct.PyTreeNode):
@@ -157,17 +157,7 @@ class DanceStyleTask(Task):
     return logits, feats
 
   def synthetic_batch(self, batch_size, rng):
-    P, f32 = self.pose_dim, np.float32
-    return {
-        "pose": rng.standard_normal((batch_size, WINDOW, P)).astype(f32),
-        "root": rng.standard_normal((batch_size, WINDOW, 3)).astype(f32),
-        "style": rng.integers(0, self.num_classes, (batch_size,)).astype(np.int32),
-        "d2m28": rng.standard_normal((batch_size, WINDOW, 28)).astype(f32),
-        "fact35": rng.standard_normal((batch_size, WINDOW, 35)).astype(f32),
-        "mfcc20": rng.standard_normal((batch_size, WINDOW, 20)).astype(f32),
-        "beat": (rng.random((batch_size, WINDOW)) < 0.08).astype(f32),
-        "waveform": (0.1 * rng.standard_normal((batch_size, WAVE_SAMPLES))).astype(f32),
-    }
+    return batch_layout.windows_batch(batch_size, rng, self.pose_dim)
 
 
 def make_task(config) -> DanceStyleTask:

@@ -10,41 +10,25 @@ from typing import Dict, Optional
 import numpy as np
 import optax
 
+from d2m_jax.data import batch_layout
 from d2m_jax.models.learn2dance import project_to_2d
 
-WINDOW_FRAMES = 120
-WAVEFORM_SAMPLES = 79360
-FEATURE_DIMS = {"d2m28": 28, "fact35": 35, "mfcc20": 20}
-SEQUENCE_FEATURE_DIMS = dict(FEATURE_DIMS, mel_tempogram512=512)
+WINDOW_FRAMES = batch_layout.WINDOW_FRAMES
+WAVEFORM_SAMPLES = batch_layout.WAVE_SAMPLES
+FEATURE_DIMS = batch_layout.FRAME_FEATURE_DIMS
+SEQUENCE_FEATURE_DIMS = batch_layout.SEQUENCE_FEATURE_DIMS
 
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
   """A random batch with the pipeline's keys/shapes/dtypes for ``config.data.kind``."""
   kind = config.data.kind
   P = config.model.joints * config.model.coords
-  B = batch_size
-  f32 = np.float32
   if kind == "windows":
-    T = WINDOW_FRAMES
-    b = {"pose": rng.normal(size=(B, T, P)).astype(f32) * 20,
-         "root": rng.normal(size=(B, T, 3)).astype(f32),
-         "style": rng.integers(0, 4, size=(B,)).astype(np.int32),
-         "beat": (rng.random((B, T)) < 0.08).astype(f32),
-         "waveform": (rng.normal(size=(B, WAVEFORM_SAMPLES)) * 0.1).astype(f32)}
-    dims = FEATURE_DIMS
-  elif kind == "sequences":
-    T = int(config.data.max_frames)
-    b = {"pose": rng.normal(size=(B, T, P)).astype(f32) * 20,
-         "root": rng.normal(size=(B, T, 3)).astype(f32),
-         "style": rng.integers(0, 4, size=(B,)).astype(np.int32),
-         "length": rng.integers(T // 2, T + 1, size=(B,)).astype(np.int32),
-         "beat": (rng.random((B, T)) < 0.08).astype(f32)}
-    dims = SEQUENCE_FEATURE_DIMS
-  else:
-    raise ValueError(f"config.data.kind={kind!r}: these tasks read 'windows' or 'sequences'")
-  for name, d in dims.items():
-    b[name] = rng.normal(size=(B, T, d)).astype(f32)
-  return b
+    return batch_layout.windows_batch(batch_size, rng, P, pose_scale=20.0)
+  if kind == "sequences":
+    return batch_layout.sequences_batch(batch_size, rng, P, int(config.data.max_frames),
+                                        pose_scale=20.0)
+  raise ValueError(f"config.data.kind={kind!r}: these tasks read 'windows' or 'sequences'")
 
 
 def pose2d_stats(stats: Optional[dict], joints: int, coords: int):

@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import style as style_model
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task
 
-WINDOW = 120
-WAVE_SAMPLES = 79360
+WINDOW = batch_layout.WINDOW_FRAMES
 
 
 class StyleState(flax.struct.PyTreeNode):
@@ -162,17 +162,7 @@ class StyleTask(Task):
   def synthetic_batch(self, batch_size, rng):
     pose_dim = int(self.config.data.get("pose_dim", 69)) if hasattr(self.config.data, "get") \
         else 69
-    f32 = np.float32
-    return {
-        "pose": rng.standard_normal((batch_size, WINDOW, pose_dim)).astype(f32),
-        "root": rng.standard_normal((batch_size, WINDOW, 3)).astype(f32),
-        "style": rng.integers(0, self.num_classes, (batch_size,)).astype(np.int32),
-        "d2m28": rng.standard_normal((batch_size, WINDOW, 28)).astype(f32),
-        "fact35": rng.standard_normal((batch_size, WINDOW, 35)).astype(f32),
-        "mfcc20": rng.standard_normal((batch_size, WINDOW, 20)).astype(f32),
-        "beat": (rng.random((batch_size, WINDOW)) < 0.08).astype(f32),
-        "waveform": (0.1 * rng.standard_normal((batch_size, WAVE_SAMPLES))).astype(f32),
-    }
+    return batch_layout.windows_batch(batch_size, rng, pose_dim)
 
 
 def make_task(config) -> StyleTask:

@@ -30,12 +30,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from d2m_jax.data import batch_layout
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task
 
-WINDOW_FRAMES = 120
-WAVE_LEN = WINDOW_FRAMES * 640 + 2 * 1280  # 79360
+WINDOW_FRAMES = batch_layout.WINDOW_FRAMES
+WAVE_LEN = batch_layout.WAVE_SAMPLES  # 79360
 
 
 class WGANState(flax.struct.PyTreeNode):
@@ -89,23 +90,7 @@ def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim:
                             waveform: bool = True):
   """A batch with exactly the 'windows' pipeline keys, shapes and dtypes (data contract);
   ``waveform=False`` as ``data.waveform=False`` (the pipeline's smaller 'windows_nowave')."""
-  T = WINDOW_FRAMES
-  f = lambda *s: rng.standard_normal(s).astype(np.float32)
-  wave = np.zeros((batch_size, WAVE_LEN), np.float32)
-  wave[:, 1280:-1280] = 0.1 * f(batch_size, WAVE_LEN - 2560)
-  batch = {
-      "pose": f(batch_size, T, pose_dim),
-      "root": f(batch_size, T, 3),
-      "style": rng.integers(0, 4, (batch_size,)).astype(np.int32),
-      "d2m28": f(batch_size, T, 28),
-      "fact35": f(batch_size, T, 35),
-      "mfcc20": f(batch_size, T, 20),
-      "beat": (rng.random((batch_size, T)) < 0.1).astype(np.float32),
-      "waveform": wave,
-  }
-  if not waveform:
-    del batch["waveform"]
-  return batch
+  return batch_layout.windows_batch(batch_size, rng, pose_dim, waveform=waveform)
 
 
 def _slice_tree(tree, i):
