@@ -14,8 +14,8 @@ and ``"im2col"`` (:class:`Im2ColConv1d`: patch matrix from contiguous slices + o
 XLA:CPU the gradients of strided convolutions (transposed convolutions with lhs dilation) take a
 slow generic path, and the WGAN gradient penalty differentiates them twice; the im2col form
 differentiates into pads and matmuls only (measured in ``.notes/issue_5_conv.md``: the critic's
-raw-audio branch GP double backward ~14x faster on CPU, the phase-3 step ~10x). :func:`resolve_conv_impl` maps
-``"auto"`` to ``"im2col"`` on CPU and ``"xla"`` elsewhere.
+raw-audio branch GP double backward ~14x faster on CPU, the phase-3 step ~10x).
+:func:`resolve_conv_impl` maps ``"auto"`` to ``"im2col"`` on CPU and ``"xla"`` elsewhere.
 
 Deliberate fix (spec §1.2): the original ``LinearBlock`` computes ``h = ReLU(BN1(fc1(x)))`` and
 then discards it, returning ``x + ReLU(BN2(fc2(x)))``. Here ``fc2`` takes ``h``. The original
