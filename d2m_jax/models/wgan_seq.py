@@ -57,6 +57,7 @@ class SeqCritic(nn.Module):
   embed_dim: int = 4
   dropout: float = 0.5      # used by the conditional critic only (as the original)
   dtype: Any = jnp.float32
+  conv_impl: str = "xla"    # "xla" | "im2col" | "auto" (wgan_layers.conv1d; same parameters)
 
   @nn.compact
   def __call__(self, x, labels=None, train: bool = True):
@@ -65,10 +66,11 @@ class SeqCritic(nn.Module):
       x = jnp.concatenate([x, _label_frames(labels, self.num_classes, self.embed_dim, T,
                                             "label_embed")], axis=-1)
     h = jax.nn.relu(conv1d(x, self.channels, self.init_kernel, 1, (self.init_kernel - 1) // 2,
-                           self.dtype, name="conv_in"))
+                           self.dtype, name="conv_in", impl=self.conv_impl))
     for i in range(self.nblocks):
-      h = TemporalBlock(self.channels, dtype=self.dtype, name=f"block{i}")(h)
+      h = TemporalBlock(self.channels, dtype=self.dtype, conv_impl=self.conv_impl,
+                        name=f"block{i}")(h)
     if self.num_classes:
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    out = conv1d(h, 1, T, dtype=self.dtype, name="conv_out")  # (B, 1, 1)
+    out = conv1d(h, 1, T, dtype=self.dtype, name="conv_out", impl=self.conv_impl)  # (B, 1, 1)
     return out.astype(jnp.float32).reshape((x.shape[0],))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from d2m_jax.models.wgan_layers import resolve_conv_impl
 from d2m_jax.models.wgan_losses import total_variation
 from d2m_jax.models.wgan_seq import SeqCritic, SeqGenerator
 from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, WGANTask, apply_generator,
@@ -45,6 +46,7 @@ def seq_config(conditional: bool = False) -> ml_collections.ConfigDict:
   m.num_classes = 4 if conditional else 0
   m.embed_dim = 4
   m.critic_dropout = 0.5      # conditional critic only
+  m.conv_impl = "auto"        # critic convs: im2col on CPU (fast penalty double backward)
   m.gamma = 10.0              # one-sided (WGAN-LP)
   m.eta = 50.0                # TV weight
   m.parity_residual_bug = False
@@ -68,8 +70,10 @@ class WGANSeqTask(WGANTask):
 
   def _critic(self):
     m = self.config.model
+    # im2col convs on CPU: XLA:CPU's convolution double backward (the penalty) is ~10x slower.
     return SeqCritic(m.channels, m.init_kernel, m.nblocks_critic, m.num_classes, m.embed_dim,
-                     m.critic_dropout, self.dtype)
+                     m.critic_dropout, self.dtype,
+                     resolve_conv_impl(m.get("conv_impl", "auto")))
 
   def init_models(self, rng, P):
     k1, k2 = jax.random.split(rng)
