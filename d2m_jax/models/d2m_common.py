@@ -16,15 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
 AUDIO_FEATURE = "d2m28"
-
-
-def compute_dtype(config):
-  try:
-    return DTYPES[config.dtype]
-  except KeyError:
-    raise ValueError(f"config.dtype={config.dtype!r}: expected one of {sorted(DTYPES)}") from None
 
 
 class ModuleOptimizers:

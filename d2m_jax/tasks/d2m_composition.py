@@ -68,7 +68,7 @@ from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, l1_loss, 
                                        reparameterize)
 from d2m_jax.tasks import d2m_decomposition as decomp
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 G_MODULES = ("dance_enc", "dance_dec", "audstyle_enc", "stdp_dec")
 D_MODULES = ("dis_movement", "dis_dance")
@@ -156,7 +156,7 @@ class CompositionTask(Task):
             config.model[f] = dcfg[f]
     self.m = config.model
     self.fps = float(self.m.get("fps", 25.0))   # motion fps (read by d2m_jax.generate)
-    self.dtype = common.compute_dtype(config)
+    self.dtype = compute_dtype(config)
     self.stage1 = decomp.build_modules(self.m, self.dtype)
     dt = self.dtype
     self.nets = {

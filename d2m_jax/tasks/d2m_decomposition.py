@@ -31,7 +31,7 @@ from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_decomp import InitPoseDec, InitPoseEnc, MovementEnc, StandardPoseDec
 from d2m_jax.models.d2m_layers import kl_divergence, kld_coef, l1_loss, reparameterize
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 MODULES = ("initp_enc", "initp_dec", "movement_enc", "stdp_dec")
 
@@ -85,7 +85,7 @@ class DecompositionTask(Task):
   def __init__(self, config):
     super().__init__(config)
     self.m = config.model
-    self.dtype = common.compute_dtype(config)
+    self.dtype = compute_dtype(config)
     self.modules = build_modules(self.m, self.dtype)
     o = config.optim
     self.optimizers = common.ModuleOptimizers(

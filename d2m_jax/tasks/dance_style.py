@@ -30,7 +30,7 @@ from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import dance_classifier
 from d2m_jax.train.parallel_utils import pmean, psum
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
 
@@ -50,7 +50,7 @@ class DanceStyleTask(Task):
 
   def __init__(self, config):
     super().__init__(config)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.model = dance_classifier.from_config(config.model, dtype)
     self.num_classes = int(config.model.num_classes)
     self.seqlen = int(config.model.seqlen)

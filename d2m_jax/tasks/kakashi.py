@@ -36,7 +36,7 @@ import optax
 from d2m_jax.models.kakashi import Seq2Seq
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 
 class KakashiState(flax.struct.PyTreeNode):
@@ -64,7 +64,7 @@ class KakashiTask(Task):
       raise ValueError(f"config.model.mode={self.mode!r}: expected sequence | chunk | frame")
     self.fps = float(m.get("fps", 25.0))
     self.chunk = int(round(m.chunk_seconds * self.fps))
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.model = Seq2Seq(out_dim=self.P, hidden=m.hidden, num_layers=m.num_layers,
                          dropout=m.dropout, dtype=dtype)
     self.tx = common.make_optimizer(config.optim)

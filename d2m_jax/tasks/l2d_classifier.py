@@ -40,7 +40,7 @@ from d2m_jax.models.learn2dance import (CLIP_FRAMES, DanceClassifier, pose_clips
                                         sample_clusters, teacher_forcing_inputs)
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 FEATURE = "mel_tempogram512"
 
@@ -64,7 +64,7 @@ class L2DClassifierTask(Task):
     m = config.model
     self.J, self.C = int(m.joints), int(m.coords)
     self.k = int(m.num_clusters)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.model = DanceClassifier(self.k, m.hidden, dtype=dtype)
     self.tx = common.make_optimizer(config.optim)
 

@@ -28,7 +28,7 @@ from d2m_jax.models.learn2dance_gan import (POSE_Z, PoseCritic, PoseGenerator, g
                                             interpolate)
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 
 class PoseGANState(flax.struct.PyTreeNode):
@@ -51,7 +51,7 @@ class PoseGANTask(Task):
     m = config.model
     self.J, self.C = int(m.joints), int(m.coords)
     self.P2 = self.J * 2
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.G = PoseGenerator(self.P2, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
     self.D = PoseCritic(hidden=m.hidden, dtype=dtype)
     self.g_tx = common.make_optimizer(config.optim)

@@ -33,7 +33,7 @@ from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerato
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 
 class SeqGANState(flax.struct.PyTreeNode):
@@ -63,7 +63,7 @@ class SeqGANTask(Task):
     self.P2 = self.J * 2
     self.L = int(m.seq_len)
     self.pose_task = PoseGANTask(config)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
     self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype)
     self.g_tx = common.make_optimizer(config.optim)

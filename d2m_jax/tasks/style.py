@@ -26,7 +26,7 @@ from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import style as style_model
 from d2m_jax.train.parallel_utils import pmean, psum
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
 
@@ -58,7 +58,7 @@ class StyleTask(Task):
 
   def __init__(self, config):
     super().__init__(config)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(config)
     self.model = style_model.from_config(config.model, dtype)
     self.num_frames = int(config.model.num_frames)
     if not 1 <= self.num_frames <= WINDOW:

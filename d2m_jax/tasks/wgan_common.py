@@ -33,7 +33,7 @@ import optax
 from d2m_jax.data import batch_layout
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task
+from d2m_jax.train.task import Task, compute_dtype
 
 WINDOW_FRAMES = batch_layout.WINDOW_FRAMES
 WAVE_LEN = batch_layout.WAVE_SAMPLES  # 79360
@@ -51,11 +51,6 @@ class WGANState(flax.struct.PyTreeNode):
   g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
-
-def compute_dtype(config):
-  if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"config.dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
-  return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
 
 
 def minmax_normalise(x, stats):

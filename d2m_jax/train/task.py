@@ -23,11 +23,23 @@ from __future__ import annotations
 import abc
 from typing import Any, Dict, Optional, Tuple
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 Batch = Dict[str, Any]
 Metrics = Dict[str, Any]
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  """``config.dtype`` ('float32' | 'bfloat16') as the modules' compute dtype (params stay f32)."""
+  try:
+    return COMPUTE_DTYPES[config.dtype]
+  except KeyError:
+    raise ValueError(f"config.dtype={config.dtype!r}: expected one of "
+                     f"{sorted(COMPUTE_DTYPES)}") from None
 
 
 class Task(abc.ABC):
