@@ -55,6 +55,13 @@ def test_fused_step_equals_separate_critic_and_generator_steps():
   _close(fused.g_batch_stats, state.g_batch_stats, rtol=2e-5, atol=2e-6)
   assert not np.allclose(np.asarray(jax.tree.leaves(fused.d_params)[0]),
                          np.asarray(jax.tree.leaves(state0.d_params)[0]))
+  # The generator EMA in the state: one update from the initial parameters, by hand in float64.
+  d = task.ema_decay
+  assert 0.0 < d < 1.0
+  for e, p0, p1 in zip(jax.tree.leaves(fused.g_ema), jax.tree.leaves(state0.g_params),
+                       jax.tree.leaves(fused.g_params)):
+    want = d * np.asarray(p0, np.float64) + (1 - d) * np.asarray(p1, np.float64)
+    np.testing.assert_allclose(np.asarray(e, np.float64), want, rtol=1e-6, atol=1e-7)
 
 
 def test_few_steps_raise_the_wasserstein_estimate():
@@ -94,7 +101,7 @@ def test_generation_carries_gru_state_across_windows():
   v = jax.jit(lambda k: g.init(k, jnp.zeros((1, 120, 3200)), jnp.zeros((1, 120, m.noise)),
                                train=False))(jax.random.key(0, impl="rbg"))
   pose = batch["pose"].reshape(-1, 69)
-  state = abstract.replace(g_params=v["params"], g_batch_stats=v["batch_stats"],
+  state = abstract.replace(g_params=v["params"], g_ema=v["params"], g_batch_stats=v["batch_stats"],
                            stats={"pose_min": jnp.asarray(pose.min(0)),
                                   "pose_max": jnp.asarray(pose.max(0))})
 

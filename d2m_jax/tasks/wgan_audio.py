@@ -210,7 +210,7 @@ class WGANAudioTask(WGANTask):
     padded = np.zeros(n_chunks * T * HOP + 2 * CLIP_PAD, np.float32)
     n = min(len(wave), len(padded) - CLIP_PAD)
     padded[CLIP_PAD:CLIP_PAD + n] = wave[:n]
-    g_vars = {"params": state.g_params, "batch_stats": state.g_batch_stats}
+    g_vars = {"params": self.sampling_params(state), "batch_stats": state.g_batch_stats}
     H = m.latent - m.noise
     h = (jnp.zeros((m.n_cells, num_samples, H)), jnp.zeros((1, num_samples, m.noise)))
     rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
@@ -228,7 +228,7 @@ class WGANAudioTask(WGANTask):
 
   def sample(self, state, rng, waveform):
     """Poses for a batch of padded clip waveforms (B, 79360), data units (B, 120, P)."""
-    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats,
+    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats,
                                {"waveform": jnp.asarray(waveform)}, rng, None,
                                waveform.shape[0], train=False)
     return np.asarray(minmax_denormalise(fake, state.stats))

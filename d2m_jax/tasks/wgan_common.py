@@ -44,6 +44,7 @@ class WGANState(flax.struct.PyTreeNode):
   rng: jax.Array
   g_params: Any
   g_batch_stats: Any
+  g_ema: Any                    # exponential moving average of g_params (used for sampling)
   d_params: Any
   g_opt_state: Any
   d_opt_state: Any
@@ -107,6 +108,7 @@ class WGANTask(Task):
     self.n_critic = int(m.n_critic)
     self.gamma = float(m.gamma)
     self.dtype = compute_dtype(config)
+    self.ema_decay = float(config.model.get("ema_decay", 0.999))
     self.g_tx = adam(config.optim.lr_g, config.optim)
     self.d_tx = adam(config.optim.lr_d, config.optim, self.n_critic)
 
@@ -162,7 +164,7 @@ class WGANTask(Task):
     g_params = g_vars["params"]
     return WGANState(
         step=jnp.zeros((), jnp.int32), rng=k_state, g_params=g_params,
-        g_batch_stats=g_vars.get("batch_stats", {}), d_params=d_params,
+        g_batch_stats=g_vars.get("batch_stats", {}), g_ema=g_params, d_params=d_params,
         g_opt_state=self.g_tx.init(g_params), d_opt_state=self.d_tx.init(d_params),
         stats=stats, g_tx=self.g_tx, d_tx=self.d_tx)
 
@@ -215,8 +217,16 @@ class WGANTask(Task):
     grads = pmean(grads, axis_name)
     updates, g_opt = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
+    g_ema = optax.incremental_update(g_params, state.g_ema, 1.0 - self.ema_decay)
     metrics = pmean({"g_loss": loss, "g_adv": adv, **reg_m}, axis_name)
-    return state.replace(g_params=g_params, g_opt_state=g_opt, g_batch_stats=g_bs), metrics
+    return state.replace(g_params=g_params, g_ema=g_ema, g_opt_state=g_opt,
+                         g_batch_stats=g_bs), metrics
+
+  def sampling_params(self, state: WGANState):
+    """Generator parameters for sampling: the EMA (``model.sample_with_ema``, default) or the
+    raw parameters. The originals keep no EMA; it is added here as the field's usual practice
+    (``model.ema_decay=0`` makes the EMA equal the raw parameters)."""
+    return state.g_ema if self.config.model.get("sample_with_ema", True) else state.g_params
 
   def step_keys(self, state):
     k = jax.random.fold_in(state.rng, state.step)

@@ -90,8 +90,8 @@ class WGANPoseTask(WGANTask):
 
   def sample(self, state, rng, num: int):
     """``num`` poses in data units, (num, P)."""
-    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, {}, rng, None, num,
-                               train=False)
+    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, {}, rng, None,
+                               num, train=False)
     return np.asarray(minmax_denormalise(fake, state.stats))
 
 

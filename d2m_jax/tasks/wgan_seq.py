@@ -117,8 +117,8 @@ class WGANSeqTask(WGANTask):
     labels = None
     if self.config.model.num_classes:
       labels = jnp.full((num,), 0 if style is None else style, jnp.int32)
-    fake, _ = self.sample_fake(state.g_params, state.g_batch_stats, {}, rng, None, num,
-                               train=False, labels=labels)
+    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, {}, rng, None,
+                               num, train=False, labels=labels)
     return np.asarray(minmax_denormalise(fake, state.stats))
 
 
