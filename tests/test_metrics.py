@@ -177,3 +177,39 @@ def test_evaluation_protocol_reference_against_itself(tmp_path):
   md = open(paths["markdown"]).read()
   assert "| gen |" in md and "n/a" in md
   assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "eval.md"]
+
+
+def test_kinetic_aist_convention_hand_computation():
+  # One joint, x = 0, 1, 3, 6 and z = 2 (constant), y = 0; fps = 2 (dt = 0.5), w = 1, metres.
+  # AIST++'s slipped acceleration a(k) = ((p[k+1] - p[k]) / dt - (p[k] - p[k-1] / dt)) / dt:
+  #   k = 1: x: v2 = (3 - 1) / .5 = 4, v1 = 1 - 0 / .5 = 1  -> a_x = (4 - 1) / .5 = 6
+  #          z: v2 = 0,            v1 = 2 - 2 / .5 = -2 -> a_z = (0 + 2) / .5 = 4
+  #   k = 2: x: v2 = (6 - 3) / .5 = 6, v1 = 3 - 1 / .5 = 1  -> a_x = 10;  a_z = 4
+  # windows (k in [max(1, i-1), min(2, i+1)]): i = 1, 2 -> mean(a1, a2) = (8, 0, 4); i = 3 -> (10, 0, 4)
+  # EE = (2 sqrt(80) + sqrt(116)) / 3.  The correct second difference is 4 at k = 1, 2 (z still),
+  # so EE = 4.  Velocities (x): 2, 4, 6 at k = 1..3; windows i=1: {1,2} -> 3, i=2: {1,2,3} -> 4,
+  # i=3: {2,3} -> 5, so KE_h = (9 + 16 + 25) / 3 and KE_v = 0 in both conventions.
+  pos = np.zeros((4, 1, 3))
+  pos[:, 0, 0] = [0.0, 1.0, 3.0, 6.0]
+  pos[:, 0, 2] = 2.0
+  kw = dict(fps=2.0, units_per_metre=1.0, sliding_window=1)
+  aist = kinetic.kinetic_features(pos, convention="aist", **kw)
+  ours = kinetic.kinetic_features(pos, **kw)
+  np.testing.assert_allclose(aist, [50 / 3, 0.0, (2 * np.sqrt(80) + np.sqrt(116)) / 3], rtol=1e-12)
+  np.testing.assert_allclose(ours, [50 / 3, 0.0, 4.0], rtol=1e-12)
+  with pytest.raises(ValueError, match="convention"):
+    kinetic.kinetic_features(pos, convention="fact", **kw)
+
+
+def test_kinetic_aist_convention_equals_ours_plus_position_term():
+  # a_aist(k) = a_ours(k) + p[k] (1 - dt) / dt^2: with dt = 1 the slip vanishes; at 25 fps the
+  # aist energy expenditure is dominated by absolute positions.
+  rng = np.random.default_rng(6)
+  pos = np.cumsum(rng.normal(size=(30, 3, 3)), axis=0)
+  kw = dict(units_per_metre=1.0, sliding_window=1)
+  np.testing.assert_allclose(kinetic.kinetic_features(pos, 1.0, convention="aist", **kw),
+                             kinetic.kinetic_features(pos, 1.0, **kw), rtol=1e-12)
+  a = kinetic.kinetic_features(pos, 25.0, convention="aist", **kw).reshape(3, 3)
+  o = kinetic.kinetic_features(pos, 25.0, **kw).reshape(3, 3)
+  np.testing.assert_allclose(a[:, :2], o[:, :2], rtol=1e-12)
+  assert np.all(a[:, 2] != o[:, 2])

@@ -26,10 +26,31 @@ Our adaptation (documented choice, see README "Evaluation"):
   +-2 frames at 60 fps are +-33 ms). No resampling: interpolation would add no information and
   a linear one would corrupt accelerations.
 * **Acceleration.** The plain central second difference averaged over the window, as the
-  definition reads. (The upstream utility's exact parenthesisation was not re-read for this port;
-  if it differs, the energy-expenditure column differs from AIST++'s, not the other two.)
+  definition reads (``convention="ours"``, the default).
 * Positions are root-relative (the contract's generators output no root trajectory); pass
   ``root`` to evaluate global motion instead.
+
+Two conventions for the energy expenditure (``convention``; the two kinetic energies are the
+same in both):
+
+* ``"ours"`` (default, physically correct): ``a(k) = (p[k+1] - 2 p[k] + p[k-1]) / dt^2``.
+* ``"aist"``: the formula the AIST++ API's ``calc_average_acceleration``
+  (``aist_plusplus/features/utils.py``, commit 74fac6d "support motion features", 2021) actually
+  evaluates, and with it every published FID_k / Div_k built on that code (FACT, Bailando, EDGE,
+  ...). Its previous velocity is written ``p[k] - p[k-1] / frame_time``: by operator precedence
+  only the second term is divided, so
+
+      v2(k) = (p[k+1] - p[k]) / dt
+      v1(k) = p[k] - p[k-1] / dt                      (not (p[k] - p[k-1]) / dt)
+      a(k)  = (v2(k) - v1(k)) / dt
+            = (p[k+1] - 2 p[k] + p[k-1]) / dt^2  +  p[k] (1 - dt) / dt^2
+
+  with the same window (``k`` in ``[max(1, i - w), min(T - 2, i + w)]``), the norm of the
+  window mean, averaged over ``i = 1..T-1``. It depends on absolute positions (not only on their
+  differences), so it changes with the units and the coordinate origin (root-relative here);
+  it is reported next to ours only so that numbers can be set beside papers'. (A later
+  revision of that file, 0bd0cdd, has the parentheses right; the published numbers used the
+  slipped formula.)
 """
 from __future__ import annotations
 
@@ -37,6 +58,7 @@ from typing import Optional
 
 import numpy as np
 
+CONVENTIONS = ("ours", "aist")
 
 def _window_mean(x: np.ndarray, lo: int, hi: int, w: int) -> np.ndarray:
   """For each i in [1, T-1]: mean of x[k] for k in [max(lo, i-w), min(hi, i+w)] (x indexed by k).
@@ -60,11 +82,15 @@ def _window_mean(x: np.ndarray, lo: int, hi: int, w: int) -> np.ndarray:
 
 def kinetic_features(positions: np.ndarray, fps: float = 25.0, *, up_axis: int = 1,
                      units_per_metre: float = 100.0, sliding_window: Optional[int] = None,
-                     root: Optional[np.ndarray] = None) -> np.ndarray:
+                     root: Optional[np.ndarray] = None,
+                     convention: str = "ours") -> np.ndarray:
   """(T, J, C) joint positions -> (3 * J,) kinetic feature vector, float64.
 
   Layout: joint-major, ``[KE_h(j), KE_v(j), EE(j)]`` for j = 0..J-1 (as the original).
+  ``convention``: ``"ours"`` or ``"aist"`` (energy expenditure only; module docstring).
   """
+  if convention not in CONVENTIONS:
+    raise ValueError(f"unknown kinetic convention {convention!r}; known: {CONVENTIONS}")
   p = np.asarray(positions, np.float64)
   if p.ndim != 3 or p.shape[0] < 3:
     raise ValueError(f"need (T>=3, J, C) positions, got shape {p.shape}")
@@ -77,7 +103,10 @@ def kinetic_features(positions: np.ndarray, fps: float = 25.0, *, up_axis: int =
   d = np.zeros_like(p)
   d[1:] = (p[1:] - p[:-1]) / dt                      # velocity ending at frame k, k >= 1
   acc = np.zeros_like(p)
-  acc[1:-1] = (p[2:] - 2 * p[1:-1] + p[:-2]) / dt**2  # acceleration at frame k, 1 <= k <= T-2
+  if convention == "aist":  # v1 = p[k] - p[k-1] / dt (upstream precedence)
+    acc[1:-1] = ((p[2:] - p[1:-1]) / dt - (p[1:-1] - p[:-2] / dt)) / dt
+  else:
+    acc[1:-1] = (p[2:] - 2 * p[1:-1] + p[:-2]) / dt**2  # acceleration at frame k, 1 <= k <= T-2
   v = _window_mean(d, 1, T - 1, w)                    # (T-1, J, C)
   a = _window_mean(acc, 1, T - 2, w)
   horiz = [c for c in range(C) if c != up_axis]
