@@ -16,11 +16,19 @@ and prefetches. Batch ``k`` is a pure function of (seed, k), so ``start_step=k``
 TensorFlow is told to see no GPU. With ``data_cfg.source == "synthetic"`` the procedural dataset
 is generated, processed and built on first use (under a file lock, so parallel workers wait).
 
+Loaders (``data_cfg.loader``): ``tfdata`` (above; the default where TensorFlow imports) or
+``numpy`` (``d2m_jax.data.numpy_loader``: the same rows cut from the processed sequences with
+numpy, the same schedule and slicing, a background thread instead of tf.data; no TensorFlow, no
+TFDS). ``auto``/None picks ``tfdata`` when TensorFlow can be imported, else ``numpy`` with a
+one-line notice. ``data_cfg.portable=FILE`` (a ``launch/export_data.py`` export,
+``d2m_jax.data.portable``) replaces the processed dataset as the source of rows and stats.
+
 Optional ``data_cfg`` fields (``data_cfg.get`` with defaults): ``require_audio`` (True: drop
 examples of motion-only sequences), ``waveform`` (True: windows carry the 16 kHz clip; False
 reads the smaller ``windows_nowave`` config), ``max_frames`` (None: the longest sequence),
 ``synthetic_sequences_per_style`` (6), ``synthetic_seconds`` (30.0), ``synthetic_seed`` (0),
-``openpose_fps`` (30.0), ``num_workers`` (1, ingestion processes).
+``openpose_fps`` (30.0), ``num_workers`` (1, ingestion processes), ``loader`` ("auto"),
+``portable`` (None).
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import threading
 from typing import Any, Iterator
 
@@ -49,7 +58,10 @@ BATCH_KEYS = {
 }
 _CACHE: dict[Any, dict[str, np.ndarray]] = {}
 _TF_CACHE: dict[int, dict[str, Any]] = {}
+_STORES: dict[Any, Any] = {}
 _LOCK = threading.Lock()
+_TF_IMPORT: list = []          # [None] when TensorFlow imports, [reason] when it does not
+LOADERS = ("tfdata", "numpy")
 
 
 def _get(cfg, name, default):
@@ -79,6 +91,57 @@ def raw_dir(data_cfg) -> str:
   if data_cfg.source in DEFAULT_RAW:
     return DEFAULT_RAW[data_cfg.source]
   raise DataError("<config.data.raw_dir>", f"source {data_cfg.source!r} needs data.raw_dir")
+
+
+def tensorflow_import_error() -> str | None:
+  """None when TensorFlow can be imported, else why not (tried once per process)."""
+  if not _TF_IMPORT:
+    try:
+      import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+      _TF_IMPORT.append(None)
+    except Exception as e:  # pylint: disable=broad-except  (ImportError, or a broken install)
+      _TF_IMPORT.append(f"{type(e).__name__}: {e}")
+  return _TF_IMPORT[0]
+
+
+def loader(data_cfg) -> str:
+  """``data_cfg.loader`` resolved: 'tfdata' | 'numpy' ('auto'/None: tfdata if TF imports)."""
+  name = _get(data_cfg, "loader", "auto")
+  if name in LOADERS:
+    return name
+  if name != "auto":
+    raise ValueError(f"data.loader must be auto|tfdata|numpy, got {name!r}")
+  why = tensorflow_import_error()
+  if why is None:
+    return "tfdata"
+  with _LOCK:
+    if not _TF_IMPORT[1:]:
+      _TF_IMPORT.append("noticed")
+      print(f"[d2m_jax.data] TensorFlow cannot be imported ({why}); using the numpy loader "
+            "(config.data.loader=numpy)", file=sys.stderr, flush=True)
+  return "numpy"
+
+
+def _store(data_cfg):
+  """The numpy path's row source: the portable file if data.portable is set, else the processed
+  dataset folder (cached per process)."""
+  from d2m_jax.data import numpy_loader, portable  # pylint: disable=import-outside-toplevel
+  path = _get(data_cfg, "portable", None)
+  key = os.path.abspath(path) if path else processed_dir(data_cfg)
+  with _LOCK:
+    st = _STORES.get(key)
+  if st is None:
+    st = portable.PortableData(path) if path else numpy_loader.ProcessedStore(key)
+    with _LOCK:
+      _STORES[key] = st
+  if path and st.manifest["source"] != data_cfg.source:
+    raise DataError(st.path, f"exported from source {st.manifest['source']!r}, the config "
+                    f"reads {data_cfg.source!r}: set data.source={st.manifest['source']}")
+  return st
+
+
+def _uses_tfds(data_cfg) -> bool:
+  return not _get(data_cfg, "portable", None) and loader(data_cfg) == "tfdata"
 
 
 def _tfds_kind(data_cfg) -> str:
@@ -163,6 +226,8 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
       ingest.ingest(data_cfg.source, raw_dir(data_cfg), pdir, on_error=on_error,
                     num_workers=workers, openpose_fps=float(_get(data_cfg, "openpose_fps", 30.0)),
                     log=log)
+    if not kinds:
+      return ingest.read_manifest(pdir)
     from d2m_jax.data import tfds_builders
     import tensorflow_datasets as tfds
     tfds.disable_progress_bar()
@@ -189,9 +254,21 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
 
 
 def _ensure(data_cfg) -> dict:
-  """The manifest; builds the synthetic default on first use."""
-  from d2m_jax.data import tfds_builders
+  """The manifest; builds the synthetic default on first use (the numpy loader needs only the
+  processed sequences, not the TFDS configs; a portable file needs nothing)."""
   kind = _tfds_kind(data_cfg)
+  if _get(data_cfg, "portable", None):
+    return _store(data_cfg).manifest
+  if not _uses_tfds(data_cfg):
+    man = os.path.join(processed_dir(data_cfg), "manifest.json")
+    if not os.path.exists(man):
+      if data_cfg.source != "synthetic":
+        raise DataError(processed_dir(data_cfg), f"dataset not processed: run `python "
+                        f"launch/preprocess.py --source={data_cfg.source} "
+                        f"--data_dir={data_dir(data_cfg)}`, or set data.portable=FILE")
+      prepare(data_cfg, kinds=(), log=lambda s: print(f"[d2m_jax.data] {s}", flush=True))
+    return ingest.read_manifest(processed_dir(data_cfg))
+  from d2m_jax.data import tfds_builders
   bdir = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
   man = os.path.join(processed_dir(data_cfg), "manifest.json")
   if not (os.path.exists(man) and os.path.exists(os.path.join(bdir, "dataset_info.json"))):
@@ -205,6 +282,8 @@ def _ensure(data_cfg) -> dict:
 def load_stats(data_cfg) -> dict[str, np.ndarray]:
   """Normalisation statistics computed on the train split only (see examples.compute_stats)."""
   _ensure(data_cfg)
+  if _get(data_cfg, "portable", None):
+    return dict(_store(data_cfg).stats)
   with np.load(os.path.join(processed_dir(data_cfg), "stats.npz")) as z:
     return {k: z[k] for k in z.files}
 
@@ -212,12 +291,16 @@ def load_stats(data_cfg) -> dict[str, np.ndarray]:
 def dataset_info(data_cfg) -> dict:
   """pose_dim, joints, dims, skeleton, fps, styles, num_examples per split (for data.kind)."""
   man = _ensure(data_cfg)
-  from d2m_jax.data import tfds_builders
-  path = os.path.join(data_dir(data_cfg), data_cfg.source, _tfds_kind(data_cfg),
-                      tfds_builders.VERSION, "dataset_info.json")
-  with open(path) as f:
-    stored = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) or 0
-              for s in json.load(f).get("splits", [])}
+  if _uses_tfds(data_cfg):
+    from d2m_jax.data import tfds_builders
+    path = os.path.join(data_dir(data_cfg), data_cfg.source, _tfds_kind(data_cfg),
+                        tfds_builders.VERSION, "dataset_info.json")
+    with open(path) as f:
+      stored = {s["name"]: sum(int(x) for x in s.get("shardLengths", [])) or 0
+                for s in json.load(f).get("splits", [])}
+  else:
+    from d2m_jax.data import numpy_loader
+    stored = numpy_loader.count_examples(_store(data_cfg), _tfds_kind(data_cfg))
   return dict(pose_dim=man["pose_dim"], joints=man["joints"], dims=man["dims"],
               skeleton=man["skeleton"], fps=man["fps"], styles=tuple(man["styles"]),
               num_examples=_num_examples(data_cfg, man),
@@ -229,6 +312,10 @@ def dataset_info(data_cfg) -> dict:
 
 def _num_examples(data_cfg, man) -> dict[str, int]:
   """Examples per split as make_iterator sees them (after the require_audio filter)."""
+  if not _uses_tfds(data_cfg):
+    from d2m_jax.data import numpy_loader
+    return numpy_loader.count_examples(_store(data_cfg), data_cfg.kind,
+                                       require_audio=bool(_get(data_cfg, "require_audio", True)))
   from d2m_jax.data import tfds_builders
   return tfds_builders.count_examples(processed_dir(data_cfg), man["source"], data_cfg.kind,
                                       require_audio=bool(_get(data_cfg, "require_audio", True)))
@@ -239,21 +326,25 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
   float32 (waveform as float32 in [-1, 1]); sequences padded to ``max_frames``."""
   _ensure(data_cfg)
   kind = _tfds_kind(data_cfg)
+  tfds_rows = _uses_tfds(data_cfg)
+  portable_path = _get(data_cfg, "portable", None)
+  origin = "tfds" if tfds_rows else (os.path.abspath(portable_path) if portable_path else "npz")
   key = (data_dir(data_cfg), data_cfg.source, kind, split,
-         bool(_get(data_cfg, "require_audio", True)), _get(data_cfg, "max_frames", 0))
+         bool(_get(data_cfg, "require_audio", True)), _get(data_cfg, "max_frames", 0), origin)
   with _LOCK:
     if key in _CACHE:
       return _CACHE[key]
-  _hide_gpus_from_tf()
-  _quiet_tfds()
-  import tensorflow_datasets as tfds
-  from d2m_jax.data import tfds_builders
-  path = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
-  builder = tfds.builder_from_directory(path)
-  if split not in builder.info.splits:
-    raise DataError(path, f"no '{split}' split (splits: {list(builder.info.splits)})")
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  rows = list(tfds.as_numpy(ds))
+  if tfds_rows:
+    path, rows = _tfds_rows(data_cfg, kind, split)
+  else:
+    from d2m_jax.data import numpy_loader
+    st = _store(data_cfg)
+    path = st.path
+    if st.keys is not None:
+      _check_portable_kind(data_cfg, st)
+    rows = numpy_loader.split_rows(st, kind, split)
+    if not rows and split not in {r["split"] for r in st.manifest["sequences"]}:
+      raise DataError(path, f"no '{split}' split")
   rows.sort(key=lambda r: (r["seq"], int(r["start"])))        # a fixed, content-defined order
   if _get(data_cfg, "require_audio", True) and data_cfg.kind != "sequences":
     rows = [r for r in rows if r["has_audio"]]
@@ -265,7 +356,7 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
   if data_cfg.kind == "sequences":
     max_frames = int(_get(data_cfg, "max_frames", 0)) or max(int(r["length"]) for r in rows)
     for k in BATCH_KEYS["sequences"]:
-      if k in ("style", "length"):
+      if k in ("style", "length") or k not in rows[0]:
         continue
       first = rows[0][k]
       arr = np.zeros((len(rows), max_frames) + first.shape[1:], np.float32)
@@ -290,6 +381,29 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
   with _LOCK:
     _CACHE[key] = out
   return out
+
+
+def _check_portable_kind(data_cfg, st):
+  """A portable file serves the example kind it was exported for (and only its keys)."""
+  kind = st.info.get("kind")
+  if kind != _tfds_kind(data_cfg):
+    raise DataError(st.path, f"exported for kind {kind}, the config reads "
+                    f"{_tfds_kind(data_cfg)} (data.kind={data_cfg.kind}, "
+                    f"data.waveform={_get(data_cfg, 'waveform', True)}): export it for this config")
+
+
+def _tfds_rows(data_cfg, kind: str, split: str) -> tuple[str, list[dict]]:
+  """The rows of one split, read from the built TFDS config (tf.data path)."""
+  _hide_gpus_from_tf()
+  _quiet_tfds()
+  import tensorflow_datasets as tfds
+  from d2m_jax.data import tfds_builders
+  path = os.path.join(data_dir(data_cfg), data_cfg.source, kind, tfds_builders.VERSION)
+  builder = tfds.builder_from_directory(path)
+  if split not in builder.info.splits:
+    raise DataError(path, f"no '{split}' split (splits: {list(builder.info.splits)})")
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  return path, list(tfds.as_numpy(ds))
 
 
 def batch_schedule(num_examples: int, global_batch: int, *, seed: int, start_step: int = 0,
@@ -349,6 +463,11 @@ def make_iterator(data_cfg, split: str = "train", *, start_step: int = 0, shuffl
   lo, local = _process_slice(gb)
   seed = int(_get(data_cfg, "shuffle_seed", 0)) + (0 if split == "train" else 7919)
   sched = batch_schedule(n, gb, seed=seed, start_step=start_step, shuffle=shuffle, repeat=repeat)
+  if loader(data_cfg) == "numpy":
+    from d2m_jax.data import numpy_loader
+    return numpy_loader.BatchIterator({k: v for k, v in arrays.items() if not k.startswith("_")},
+                                      sched, prefetch=int(_get(data_cfg, "host_prefetch", 4)),
+                                      transform=lambda idx: idx[lo:lo + local])
   tf = _hide_gpus_from_tf()
   keys = [k for k in arrays if not k.startswith("_")]
   with _LOCK:                       # one TF copy of a split per process, reused by every call

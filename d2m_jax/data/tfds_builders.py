@@ -5,6 +5,7 @@ Each builder has one config per example kind (``windows``, ``windows_nowave``, `
 sequence, as assigned at ingestion. Float arrays are stored as raw bytes
 (``tfds.features.Encoding.BYTES``), the per-window 16 kHz clip as int16. Built and read offline:
 no download, no GCS. Importing this module imports TensorFlow Datasets (not TensorFlow itself).
+The examples themselves are cut by ``example_source`` (shared with the TF-free numpy loader).
 """
 from __future__ import annotations
 
@@ -13,15 +14,14 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from d2m_jax.data import example_source
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import ingest
+from d2m_jax.data.example_source import UNIT_STRIDE, WINDOW_STRIDE  # noqa: F401 (re-exported)
 from d2m_jax.data.features import FEATURE_DIMS, FRAME_FEATURES
 
 VERSION = "1.0.0"
 BYTES = tfds.features.Encoding.BYTES
-# Window / unit strides per source (frames / beats between consecutive examples).
-WINDOW_STRIDE = {"synthetic": 20, "music_to_dance": 30, "openpose": 30}
-UNIT_STRIDE = 2
 
 
 def _t(shape, dtype=np.float32):
@@ -52,22 +52,13 @@ def features_for(kind: str, pose_dim: int) -> tfds.features.FeaturesDict:
 def count_examples(processed_dir: str, source: str, kind: str, *,
                    require_audio: bool = False) -> dict[str, int]:
   """Examples per split that ``kind`` yields (units: from the stored beats)."""
-  man = ingest.read_manifest(processed_dir)
-  out = {s: 0 for s in ex_lib.SPLITS}
-  for r in man["sequences"]:
-    if require_audio and not r["has_audio"] and kind != "sequences":
-      continue
-    if kind in ("windows", "windows_nowave"):
-      n = ex_lib.num_windows(r["frames"], WINDOW_STRIDE.get(source, 30))
-    elif kind == "units":
-      if not r["has_audio"]:
-        continue
-      with np.load(os.path.join(processed_dir, "seq", f"{r['name']}.npz")) as z:
-        n = ex_lib.num_units(z["beats"], UNIT_STRIDE)
-    else:
-      n = 1
-    out[r["split"]] += n
-  return out
+
+  def beats_of(name):
+    with np.load(os.path.join(processed_dir, "seq", f"{name}.npz")) as z:
+      return z["beats"]
+
+  return example_source.count_from_records(ingest.read_manifest(processed_dir)["sequences"],
+                                           source, kind, beats_of, require_audio=require_audio)
 
 
 class _DanceBuilder(tfds.core.GeneratorBasedBuilder):
@@ -109,16 +100,8 @@ class _DanceBuilder(tfds.core.GeneratorBasedBuilder):
       if r["split"] != split:
         continue
       seq = ingest.load_processed(os.path.join(self._processed_dir, "seq", f"{r['name']}.npz"))
-      if kind in ("windows", "windows_nowave"):
-        it = ex_lib.windows(seq, stride=WINDOW_STRIDE.get(self.SOURCE, 30),
-                            with_wave=kind == "windows")
-      elif kind == "units":
-        it = ex_lib.units(seq, stride=UNIT_STRIDE) if seq["has_audio"] else iter(())
-      else:
-        it = iter([ex_lib.sequence_example(seq)])
-      for i, ex in enumerate(it):
+      for i, ex in enumerate(example_source.sequence_examples(seq, kind, self.SOURCE)):
         ex["seq"] = r["name"]
-        ex.setdefault("start", np.int32(0))
         yield f"{r['name']}_{i:05d}", ex
 
 

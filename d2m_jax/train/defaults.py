@@ -35,6 +35,11 @@ def data_config() -> ml_collections.ConfigDict:
   d.openpose_fps = 30.0
   d.num_workers = 1          # ingestion processes
   d.host_prefetch = 4
+  # Input loader: 'tfdata', 'numpy' (no TensorFlow needed) or 'auto' (tfdata where TensorFlow
+  # imports, else numpy with a notice); see d2m_jax/data/pipeline.py.
+  d.loader = "auto"
+  # A portable export (launch/export_data.py) to train from instead of the processed dataset.
+  d.portable = ml_collections.FieldReference(None, field_type=str)
   return d
 
 
