@@ -167,6 +167,22 @@ def music_from_wave(wave: np.ndarray, sr: int, fps: float, feature_names: Sequen
                beats=np.asarray(beats, np.int64), tempo_bpm=tempo, timings=timings)
 
 
+def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> Music:
+  """The Music of a processed sequence (``ingest.process_sequence``): its stored features and
+  beats, no recomputation (evaluation on preprocessed test sequences)."""
+  num_frames = int(np.asarray(seq["pose"]).shape[0])
+  feats: Dict[str, np.ndarray] = {}
+  for n in feature_names:
+    if n not in seq:
+      raise ValueError(f"processed sequence {seq.get('name')!r} has no feature {n!r}")
+    x = np.asarray(seq[n])
+    feats[n] = x.astype(np.float32) / 32767.0 if n == WAVE16K else x.astype(np.float32)
+  wave = np.asarray(seq[WAVE16K], np.float32) / 32767.0
+  return Music(path=str(seq.get("name", "<processed>")), wave=wave, sr=16000,
+               fps=float(seq["fps"]), num_frames=num_frames, feats=feats,
+               beats=np.asarray(seq["beats"], np.int64), tempo_bpm=float(seq["tempo"]))
+
+
 def uses_beats(task) -> bool:
   """Whether ``task.generate`` reads the music beats (``generation_uses_beats``, default True)."""
   return bool(getattr(task, "generation_uses_beats", True))

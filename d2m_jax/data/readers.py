@@ -133,14 +133,8 @@ def style_of(name: str) -> int:
   return skeleton.STYLES.index(m.group(1))
 
 
-def read_mocap_sequence(seq_dir: str, *, load_audio: bool = True) -> Sequence:
-  """Reads one ``DANCE_<T>_<n>`` folder of the Music-to-Dance layout (v2 skeletons preferred)."""
-  seq_dir = os.path.normpath(seq_dir)
-  name = os.path.basename(seq_dir)
-  style = style_of(name) if SEQ_DIR_RE.match(name) else None
-  if style is None:
-    raise DataError(seq_dir, "folder name is not DANCE_<C|R|T|W>_<n> (style comes from it)")
-  root_dir = os.path.dirname(seq_dir)
+def _read_span(seq_dir: str) -> tuple[int, int]:
+  """(start, end) motion frames of the dance in its song, from ``config.json``."""
   cfg_path = os.path.join(seq_dir, "config.json")
   if not os.path.exists(cfg_path):
     raise DataError(cfg_path, "missing config.json (needs start_position/end_position)")
@@ -153,6 +147,52 @@ def read_mocap_sequence(seq_dir: str, *, load_audio: bool = True) -> Sequence:
     raise DataError(cfg_path, "start_position/end_position are not integers") from None
   if not 0 <= start < end:
     raise DataError(cfg_path, f"bad span start={start} end={end}")
+  return start, end
+
+
+def has_mocap_skeleton(seq_dir: str) -> bool:
+  """Whether a ``DANCE_*`` folder has a skeleton (v1 in it, or a ``v2_*`` copy beside it)."""
+  seq_dir = os.path.normpath(seq_dir)
+  name, root_dir = os.path.basename(seq_dir), os.path.dirname(seq_dir)
+  return (os.path.exists(os.path.join(seq_dir, "skeletons.json")) or
+          bool(glob.glob(os.path.join(root_dir, "v2_*", name, "skeletons.json"))))
+
+
+def read_music_only_sequence(seq_dir: str) -> Sequence:
+  """A ``DANCE_<T>_<n>`` folder with audio and config but no skeleton (music style only).
+
+  The span is ``config.json``'s ``[start, end)`` (cut to the audio when that ends earlier);
+  ``pose``/``root`` are zeros of that many frames and ``meta["music_only"]`` is True.
+  """
+  seq_dir = os.path.normpath(seq_dir)
+  name = os.path.basename(seq_dir)
+  style = style_of(name)
+  start, end = _read_span(seq_dir)
+  apath = find_audio(seq_dir)
+  if apath is None:
+    raise DataError(seq_dir, f"no audio ({' / '.join(AUDIO_NAMES)}) and no skeleton")
+  fps = skeleton.MOCAP_FPS
+  wave, sr = audio_lib.load_audio(apath, offset=start / fps, duration=(end - start) / fps)
+  n = min(end - start, int(wave.shape[0] * fps // sr))
+  if n < 2:
+    raise DataError(apath, f"audio ends before the dance span starts ({start / fps:.2f} s)")
+  nj = len(skeleton.MOCAP23_JOINTS)
+  meta = {"start": start, "end": end, "audio_file": apath, "music_only": True,
+          "audio_seconds": wave.shape[0] / sr}
+  return Sequence(name=name, pose=np.zeros((n, nj, 3), np.float32),
+                  root=np.zeros((n, 3), np.float32), style=style, fps=fps, skeleton="mocap23",
+                  wave=wave[:int(round(n * sr / fps))], sr=sr, meta=meta)
+
+
+def read_mocap_sequence(seq_dir: str, *, load_audio: bool = True) -> Sequence:
+  """Reads one ``DANCE_<T>_<n>`` folder of the Music-to-Dance layout (v2 skeletons preferred)."""
+  seq_dir = os.path.normpath(seq_dir)
+  name = os.path.basename(seq_dir)
+  style = style_of(name) if SEQ_DIR_RE.match(name) else None
+  if style is None:
+    raise DataError(seq_dir, "folder name is not DANCE_<C|R|T|W>_<n> (style comes from it)")
+  root_dir = os.path.dirname(seq_dir)
+  start, end = _read_span(seq_dir)
   v2 = sorted(glob.glob(os.path.join(root_dir, "v2_*", name, "skeletons.json")))
   v1 = os.path.join(seq_dir, "skeletons.json")
   meta: dict[str, Any] = {"start": start, "end": end}

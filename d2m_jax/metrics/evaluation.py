@@ -13,7 +13,9 @@ Fixed protocol (so numbers are comparable run to run; constants below):
   reach); one row per model: a dance generated for the WHOLE music span of every test sequence
   (one ``task.generate`` call per sequence, seed ``SEED`` = 0, 1 sample), cut into the same clips.
 * **Per-row metrics**: FID_k, FID_g, Div_k, Div_g (mean pairwise distance of the row's normalised
-  features), BAS with the motion-beat convention (default) and the music-beat convention, PFC
+  features); FID_k_aist / Div_k_aist: the same on the kinetic features in the field's convention
+  (``kinetic.kinetic_features(convention="aist")``: AIST++'s slipped energy-expenditure formula,
+  which FACT / Bailando / EDGE numbers carry; for setting our numbers beside papers'), BAS with the motion-beat convention (default) and the music-beat convention, PFC
   (needs a root trajectory: real data only; generators output root-relative joints), style
   consistency (accuracy of the ``dance_style`` classifier against the music's style label) and
   FID over that classifier's features (FID_cls), when a classifier checkpoint is given.
@@ -90,6 +92,25 @@ def load_real_sequences(raw_dir: str, splits: Sequence[str] = ("train", "test"),
   return out
 
 
+def eval_sequence(processed: Dict[str, Any], has_motion: bool = True) -> EvalSequence:
+  """The EvalSequence of a processed sequence (``ingest.process_sequence``); music-only
+  sequences (``has_motion=False``) get no root (their pose is a zero placeholder)."""
+  return EvalSequence(str(processed["name"]), int(processed["style"]),
+                      np.asarray(processed["pose"], np.float32),
+                      np.asarray(processed["root"], np.float32) if has_motion else None,
+                      np.asarray(processed["beats"], np.int64))
+
+
+def processed_test_sequences(split: str = "test"):
+  """The preprocessed real dataset's ``split`` (with audio) as ``unseen.TestSequence``s."""
+  from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from d2m_jax.metrics import unseen  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train.defaults import data_config  # pylint: disable=import-outside-toplevel
+  cfg = data_config()
+  cfg.source = "music_to_dance"
+  return unseen.load_processed_split(pipeline.processed_dir(cfg), split)
+
+
 def _manifest_splits() -> Dict[str, str]:
   """Sequence -> split from the preprocessed real dataset's manifest ({} when absent)."""
   try:
@@ -109,6 +130,7 @@ def _manifest_splits() -> Dict[str, str]:
 class ClipSet:
   """Per-clip features of one row."""
   kinetic: np.ndarray       # (N, 3J)
+  kinetic_aist: np.ndarray  # (N, 3J) the field's (AIST++) convention
   geometric: Optional[np.ndarray]  # (N, 32) or None (2D)
   bas_motion: np.ndarray    # (N,)
   bas_music: np.ndarray     # (N,)
@@ -120,7 +142,7 @@ class ClipSet:
 def clip_features(dances: Sequence[np.ndarray], seqs: Sequence[EvalSequence], *,
                   roots: Optional[Sequence[Optional[np.ndarray]]] = None) -> ClipSet:
   """Cuts each dance (aligned with its sequence's music) into protocol clips and featurises."""
-  kin, geo, bm, bmu, pfc, sty, clips = [], [], [], [], [], [], []
+  kin, kin_aist, geo, bm, bmu, pfc, sty, clips = [], [], [], [], [], [], [], []
   have_root = roots is not None and all(r is not None for r in roots)
   for i, (dance, seq) in enumerate(zip(dances, seqs)):
     dance = np.asarray(dance, np.float64).reshape(dance.shape[0], seq.pose.shape[1], -1)
@@ -128,6 +150,7 @@ def clip_features(dances: Sequence[np.ndarray], seqs: Sequence[EvalSequence], *,
     for s in clip_starts(dance.shape[0]):
       c = dance[s:s + CLIP_FRAMES]
       kin.append(kinetic.kinetic_features(c, FPS))
+      kin_aist.append(kinetic.kinetic_features(c, FPS, convention="aist"))
       if is_3d:
         geo.append(geometric.geometric_features(c, FPS))
       mb = beats_lib.motion_beats(c, FPS)
@@ -140,7 +163,7 @@ def clip_features(dances: Sequence[np.ndarray], seqs: Sequence[EvalSequence], *,
       clips.append(c.astype(np.float32))
   if not kin:
     raise ValueError(f"no {CLIP_FRAMES}-frame clip in {len(seqs)} sequences")
-  return ClipSet(np.array(kin), np.array(geo) if geo else None, np.array(bm), np.array(bmu),
+  return ClipSet(np.array(kin), np.array(kin_aist), np.array(geo) if geo else None, np.array(bm), np.array(bmu),
                  np.array(pfc) if have_root else None, np.array(sty), np.stack(clips))
 
 
@@ -154,6 +177,8 @@ def row_metrics(row: ClipSet, ref: ClipSet, classifier=None,
   out: Dict[str, Any] = {"clips": int(row.kinetic.shape[0])}
   out["FID_k"] = frechet.fid(row.kinetic, ref.kinetic)
   out["Div_k"] = frechet.diversity(row.kinetic, ref.kinetic)
+  out["FID_k_aist"] = frechet.fid(row.kinetic_aist, ref.kinetic_aist)
+  out["Div_k_aist"] = frechet.diversity(row.kinetic_aist, ref.kinetic_aist)
   if row.geometric is not None and ref.geometric is not None:
     out["FID_g"] = frechet.fid(row.geometric, ref.geometric)
     out["Div_g"] = frechet.diversity(row.geometric, ref.geometric)
@@ -174,6 +199,8 @@ def row_metrics(row: ClipSet, ref: ClipSet, classifier=None,
 
 COLUMNS = (("clips", "clips", "{:d}"), ("FID_k", "FID_k ↓", "{:.2f}"), ("FID_g", "FID_g ↓", "{:.2f}"),
            ("Div_k", "Div_k", "{:.2f}"), ("Div_g", "Div_g", "{:.2f}"),
+           ("FID_k_aist", "FID_k (AIST++ conv.)", "{:.2f}"),
+           ("Div_k_aist", "Div_k (AIST++ conv.)", "{:.2f}"),
            ("BAS", "BAS (motion) ↑", "{:.4f}"), ("BAS_music", "BAS (music)", "{:.4f}"),
            ("PFC", "PFC ↓", "{:.3f}"), ("style_acc", "style acc ↑", "{:.3f}"),
            ("FID_cls", "FID_cls ↓", "{:.2f}"))
@@ -199,9 +226,15 @@ def write_outputs(out_dir: str, result: Dict[str, Any]) -> Dict[str, str]:
   js = os.path.join(out_dir, "eval.json")
   md = os.path.join(out_dir, "eval.md")
   atomic_write(js, lambda f: f.write(json.dumps(result, indent=1, default=float)), mode="w")
-  text = ["# Evaluation", "", markdown_table(result["rows"]), "", "Protocol: " +
+  text = ["# Evaluation", "", markdown_table(result["rows"]) if result["rows"] else
+          "(no generator table: no test sequence with motion and no --model)", "", "Protocol: " +
           json.dumps(result["protocol"]), ""]
   if result.get("classifier"):
     text.append(f"Style classifier: {json.dumps(result['classifier'])}")
+  if result.get("music_style"):
+    from d2m_jax.metrics import style_eval  # pylint: disable=import-outside-toplevel
+    text += ["", "## Music style", "", style_eval.markdown_table(result["music_style"]), ""]
+    for name, rep in result["music_style"].items():
+      text.append(f"{name} confusion [true][pred] {rep['class_names']}: {rep['confusion']}")
   atomic_write(md, lambda f: f.write("\n".join(text) + "\n"), mode="w")
   return {"json": js, "markdown": md}

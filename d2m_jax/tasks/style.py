@@ -23,12 +23,15 @@ import numpy as np
 import optax
 
 from d2m_jax.data import batch_layout
+from d2m_jax.data.example_source import window_stride
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import style as style_model
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task, compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
+CLIP_STRIDE = window_stride("music_to_dance")   # the real data's eval windows: every 30 frames
+PREDICT_BATCH = 64
 
 
 class StyleState(flax.struct.PyTreeNode):
@@ -125,6 +128,28 @@ class StyleTask(Task):
     offsets = jnp.full((B,), (T - self.num_frames) // 2, jnp.int32)
     x = self._inputs(state, {"d2m28": feats_window}, offsets)
     return self.model.apply({"params": state.params}, x, deterministic=True)
+
+  # ---- the style-model interface of launch/evaluate.py --style_model -------------------------
+  clip_seconds = WINDOW / 25.0
+
+  def predict_clip_logits(self, state, features) -> np.ndarray:
+    """Per-clip logits (N, num_classes) for ONE whole processed sequence (un-normalised
+    ``features["d2m28"]`` (T, 28), as ``ingest.process_sequence`` returns it). Clips are the
+    pipeline's eval windows (120 frames every ``CLIP_STRIDE``), each classified on its centred
+    crop exactly as ``eval_step`` does, z-scored with the train stats held in ``state``."""
+    feats = np.asarray(features["d2m28"], np.float32)
+    starts = np.arange(0, feats.shape[0] - WINDOW + 1, CLIP_STRIDE)
+    if starts.size == 0:
+      return np.zeros((0, self.num_classes), np.float32)
+    if not hasattr(self, "_logits_jit"):
+      self._logits_jit = jax.jit(self.logits)  # pylint: disable=attribute-defined-outside-init
+    out = []
+    for i in range(0, starts.size, PREDICT_BATCH):  # fixed batch: one compile for any length
+      s = starts[i:i + PREDICT_BATCH]
+      idx = np.concatenate([s, np.repeat(s[-1:], PREDICT_BATCH - s.size)])
+      windows = feats[idx[:, None] + np.arange(WINDOW)]
+      out.append(np.asarray(self._logits_jit(state, windows), np.float32)[:s.size])
+    return np.concatenate(out)
 
   def eval_step(self, state, batch, axis_name=None):
     logits = self.logits(state, batch["d2m28"])
