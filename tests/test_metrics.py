@@ -169,13 +169,17 @@ def test_evaluation_protocol_reference_against_itself(tmp_path):
   row = ev.row_metrics(ref, ref)
   assert row["clips"] == 12 and row["FID_k"] == pytest.approx(0.0, abs=1e-6)
   assert row["FID_g"] == pytest.approx(0.0, abs=1e-6) and row["PFC"] is not None
+  assert row["FID_k_aist"] == pytest.approx(0.0, abs=1e-6)
+  np.testing.assert_allclose(ref.kinetic_aist[0], kinetic.kinetic_features(
+      seqs[0].pose[:ev.CLIP_FRAMES], ev.FPS, convention="aist"), rtol=1e-6)
   gen = ev.clip_features([s.pose * 3.0 for s in seqs], seqs)  # no root: PFC n/a
   grow = ev.row_metrics(gen, ref)
-  assert grow["FID_k"] > 1.0 and grow["PFC"] is None
+  assert grow["FID_k"] > 1.0 and grow["PFC"] is None and grow["FID_k_aist"] > 1.0
+  assert grow["Div_k_aist"] > 0.0
   paths = ev.write_outputs(str(tmp_path), dict(rows={"real": row, "gen": grow},
                                                protocol={"clip_frames": ev.CLIP_FRAMES}))
   md = open(paths["markdown"]).read()
-  assert "| gen |" in md and "n/a" in md
+  assert "| gen |" in md and "n/a" in md and "FID_k (AIST++ conv.)" in md
   assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "eval.md"]
 
 
