@@ -1,0 +1,73 @@
+r"""Writes the portable training data of one config: ``launch/export_data.py --config=C --out=F``.
+
+    python launch/export_data.py --config=configs/d2m_decomposition.py \
+        --config.data.source=music_to_dance --out=portable/d2m_units.npz
+    python launch/train.py --config=configs/d2m_decomposition.py \
+        --config.data.source=music_to_dance --config.data.portable=portable/d2m_units.npz \
+        --workdir=runs/d2m_decomp
+
+The file (see ``d2m_jax/data/portable.py``) holds the manifest, the train-split statistics and,
+per sequence, only the arrays the config's task reads (traced: ``d2m_jax/train/batch_keys.py``;
+``--keys`` overrides), float16 where that moves no value by more than ``--f16_tol`` of its
+train-split std. Training from it needs numpy, jax and the model libraries only. The processed
+dataset must exist (``launch/preprocess.py``; the synthetic default is processed on first use).
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("out", None, "Output file (.npz), written atomically.")
+flags.DEFINE_float("f16_tol", 1e-2, "Store a float array as float16 when no value moves by more "
+                   "than this fraction of its dimension's train-split std (0: all float32).")
+flags.DEFINE_list("keys", None, "Batch keys to export (default: the ones the task reads).")
+flags.mark_flags_as_required(["config", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from d2m_jax.data import pipeline, portable  # pylint: disable=import-outside-toplevel
+  from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import batch_keys  # pylint: disable=import-outside-toplevel
+
+  config = FLAGS.config
+  dc = config.data.copy_and_resolve_references()
+  with dc.unlocked():
+    dc.loader, dc.portable = "numpy", None     # read the processed sequences themselves
+  try:
+    stats = pipeline.load_stats(dc)
+    kind = pipeline._tfds_kind(dc)  # pylint: disable=protected-access
+    contract = pipeline.BATCH_KEYS[dc.kind]
+    if FLAGS.keys:
+      keys = tuple(FLAGS.keys)
+      bad = sorted(set(keys) - set(contract))
+      if bad:
+        print(f"error: --keys {bad}: not batch keys of data.kind={dc.kind} ({contract})",
+              file=sys.stderr)
+        return 2
+    else:
+      batch = next(pipeline.make_iterator(dc, "train"))
+      keys = batch_keys.read_batch_keys(get_task(config), batch, stats)
+    print(f"{config.task}: data.kind={kind}, exporting batch keys {list(keys)}", flush=True)
+    info = portable.export(pipeline.processed_dir(dc), FLAGS.out, kind=kind, keys=keys,
+                           f16_tol=FLAGS.f16_tol, extra_info=dict(task=config.task))
+  except DataError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  n = {s: sum(r["split"] == s for r in info["manifest"]["sequences"])
+       for s in ("train", "validation", "test")}
+  print(f"wrote {FLAGS.out}: {info['bytes'] / 1e6:.2f} MB, arrays {info['arrays']['dtypes']}, "
+        f"sequences {n}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
