@@ -291,11 +291,11 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   t0 = time.perf_counter()
   decoded = _load_audio(music_path)
   decode_s = time.perf_counter() - t0
-  from d2m_jax.train import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"{checkpoint}: checkpoint folder not found")
   t0 = time.perf_counter()
-  state, config, task = ckpt.restore_state(checkpoint, config=config, step=step)
+  state, config, task = restore_workdir(checkpoint, config=config, step=step)
   restore_s = time.perf_counter() - t0
   fps = task_fps(task)
   music = prepare_music(music_path, fps, tuple(getattr(task, "generation_features", ())),

@@ -34,7 +34,7 @@ def main(argv):
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
-  from d2m_jax.train import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
 
   models = []
   for spec in FLAGS.model:
@@ -57,7 +57,7 @@ def main(argv):
   real = ev.clip_features([s.pose for s in test], test, roots=[s.root for s in test])
   classifier, ref_cls, clf_info = None, None, None
   if FLAGS.style_classifier:
-    state, cfg, task = ckpt.restore_state(FLAGS.style_classifier)
+    state, cfg, task = restore_workdir(FLAGS.style_classifier)
     classifier = (task, state)
     _, ref_cls = task.classify(state, ref.clips)
     clf_info = dict(workdir=FLAGS.style_classifier, step=int(state.step))
@@ -67,7 +67,7 @@ def main(argv):
   timings = {}
   for name, wd in models:
     t0 = time.perf_counter()
-    state, cfg, task = ckpt.restore_state(wd)
+    state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
     dances = []
     for seq in test:

@@ -54,9 +54,10 @@ def main(argv):
   except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config))
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

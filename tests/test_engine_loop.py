@@ -19,6 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from configs import style_paper  # noqa: E402
+from d2m_jax.tasks import get_task, restore_workdir  # noqa: E402
 from d2m_jax.train import checkpoint as ckpt_lib  # noqa: E402
 from d2m_jax.train import loop  # noqa: E402
 
@@ -44,6 +45,11 @@ def tiny_config(steps, **kw):
   return c
 
 
+def train(config, workdir, **kw):
+  """The engine, handed the task the way launch/train.py builds it."""
+  return loop.train_and_evaluate(config, workdir, task=get_task(config), **kw)
+
+
 def batch_at(step, size=BATCH):
   """The global batch of step ``step``: class-dependent features, so the loss can fall."""
   rng = np.random.default_rng(1000 + step)
@@ -67,7 +73,7 @@ def test_sigterm_checkpoint_then_exact_resume(tmp_path):
   """SIGTERM arrives while step 3's input is read: the loop finishes that step, checkpoints
   step 4 and returns; resuming to step 6 gives bit-identical parameters to an uninterrupted
   6-step run (data position restored through ``start_step``). Also checks the output files."""
-  full = loop.train_and_evaluate(tiny_config(6), str(tmp_path / "full"), train_iter=data_from)
+  full = train(tiny_config(6), str(tmp_path / "full"), train_iter=data_from)
 
   def data_with_sigterm(start_step):
     step = start_step
@@ -79,12 +85,12 @@ def test_sigterm_checkpoint_then_exact_resume(tmp_path):
 
   part = tmp_path / "part"
   old = signal.getsignal(signal.SIGTERM)
-  mid = loop.train_and_evaluate(tiny_config(6, checkpoint_every_steps=0), str(part),
+  mid = train(tiny_config(6, checkpoint_every_steps=0), str(part),
                                 train_iter=data_with_sigterm)
   assert signal.getsignal(signal.SIGTERM) is old  # handler restored
   assert int(mid.step) == 4
   assert ckpt_lib.Checkpointer(str(part), read_only=True).latest_step() == 4
-  resumed = loop.train_and_evaluate(tiny_config(6), str(part), train_iter=data_from)
+  resumed = train(tiny_config(6), str(part), train_iter=data_from)
   assert int(resumed.step) == 6 and int(full.step) == 6
   for a, b in zip(leaves(full), leaves(resumed)):
     np.testing.assert_array_equal(a, b)
@@ -98,8 +104,8 @@ def test_sigterm_checkpoint_then_exact_resume(tmp_path):
   assert any("perf/compile_seconds" in l for l in lines)
   assert sorted(int(p.name) for p in (part / "checkpoints").iterdir() if p.name.isdigit()) \
       == [4, 6]
-  # restore_state (the generation entry point) gives the final parameters.
-  state, _, _ = ckpt_lib.restore_state(str(part))
+  # restore_workdir (the generation entry point) gives the final parameters.
+  state, _, _ = restore_workdir(str(part))
   for a, b in zip(leaves(full), leaves(state)):
     np.testing.assert_array_equal(a, b)
 
@@ -108,11 +114,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   """NaN inputs at step 2 (0-based) -> NonFiniteLossError at the step-4 check; checkpoint 2 is
   the last one and holds finite parameters equal to a clean 2-step run."""
   with pytest.raises(loop.NonFiniteLossError, match="step 3"):
-    loop.train_and_evaluate(tiny_config(8, debug_nan_step=2), str(tmp_path / "nan"),
+    train(tiny_config(8, debug_nan_step=2), str(tmp_path / "nan"),
                             train_iter=data_from)
   ckpt = ckpt_lib.Checkpointer(str(tmp_path / "nan"), read_only=True)
   assert ckpt.latest_step() == 2
-  state, _, _ = ckpt_lib.restore_state(str(tmp_path / "nan"))
+  state, _, _ = restore_workdir(str(tmp_path / "nan"))
   assert all(np.isfinite(x).all() for x in leaves(state))
 
 
@@ -128,7 +134,7 @@ def test_trains_on_embedded_default_and_evaluates_every_example(tiny_data_cfg, t
   data.eval_batch_size = BATCH
   c.data = data
   c.final_eval_splits = ("test",)
-  state = loop.train_and_evaluate(c, str(tmp_path))
+  state = train(c, str(tmp_path))
   assert int(state.step) == 3
   ev = json.loads((tmp_path / "eval.json").read_text())
   test = ev["final"]["test"]

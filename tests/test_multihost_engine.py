@@ -53,9 +53,11 @@ STATS = {"d2m28_mean": np.zeros(28, np.float32), "d2m28_std": np.ones(28, np.flo
 
 def _run_engine(workdir: str, steps: int, data_cfg_json: str):
   """The engine with the real input pipeline (train and eval)."""
+  from d2m_jax.tasks import get_task
   from d2m_jax.train import loop
   import jax
-  state = loop.train_and_evaluate(tiny_config(steps, data_cfg_json), workdir)
+  config = tiny_config(steps, data_cfg_json)
+  state = loop.train_and_evaluate(config, workdir, task=get_task(config))
   return jax.device_get(state)
 
 

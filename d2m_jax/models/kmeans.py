@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from d2m_jax.train.parallel_utils import psum
+from d2m_jax.nn.collectives import psum
 
 
 class KMeansResult(NamedTuple):

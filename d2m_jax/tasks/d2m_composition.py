@@ -107,7 +107,8 @@ class StyleExtractor:
       style_cfg = checkpoint.load_config(self.workdir)
       self.input_frames = int(style_cfg.model.num_frames)  # the length it was trained on
       self._get_style = style_models.get_style
-      state, _, _ = checkpoint.restore_state(self.workdir)  # outside any trace
+      from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
+      state, _, _ = restore_workdir(self.workdir)  # outside any trace
       self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
                                        "std": state.feat_std})
     else:
@@ -136,7 +137,8 @@ def _load_decomposition(workdir: str):
   if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
     raise FileNotFoundError(f"config.model.decomp_workdir={workdir!r}: no checkpoints/ there "
                             "(train configs/d2m_decomposition.py first)")
-  state, _, _ = checkpoint.restore_state(workdir)
+  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
+  state, _, _ = restore_workdir(workdir)
   return jax.device_get((state.params, state.stats))
 
 

@@ -75,8 +75,8 @@ class SeqGANTask(Task):
   def _load_pose_state(self, rng, batch, stats):
     wd = self.config.model.get("pose_gan_workdir")
     if wd and not isinstance(rng, jax.core.Tracer):  # (shape-only init: values restored later)
-      from d2m_jax.train.checkpoint import restore_state
-      s, _, _ = restore_state(wd)
+      from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
+      s, _, _ = restore_workdir(wd)
       logging.info("l2d_seq_gan: frozen pose generator from %s (step %d)", wd, int(s.step))
     else:
       if not wd:

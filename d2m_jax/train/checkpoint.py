@@ -10,8 +10,9 @@
 * every process calls save/restore (orbax coordinates multi-host writes); only the state's
   checkpointed form is saved (one copy, not the pmap-stacked one).
 
-:func:`restore_state` is the entry point for generation/evaluation code: it rebuilds the task
-from the config saved in the workdir and returns the latest state on the default device.
+:func:`restore_state` restores the latest state of a workdir on the default device for the Task
+it is handed; generation/evaluation code calls ``d2m_jax.tasks.restore_workdir``, which builds
+that Task from the config saved in the workdir first (the engine never looks tasks up).
 """
 from __future__ import annotations
 
@@ -84,23 +85,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def restore_state(workdir: str, task=None, config: Optional[ml_collections.ConfigDict] = None,
+def restore_state(workdir: str, task, config: Optional[ml_collections.ConfigDict] = None,
                   *, step: Optional[int] = None):
   """Latest (or ``step``) train state of a workdir, on the default device, for generation code.
 
   Args:
     workdir: a training workdir (holds ``checkpoints/`` and ``config.json``).
-    task: the Task (built from ``config`` via ``d2m_jax.tasks.get_task`` when None).
+    task: the Task the state belongs to, built by the caller from the workdir's config
+      (``d2m_jax.tasks.restore_workdir`` does config -> task -> state in one call).
     config: the training config (read from ``workdir/config.json`` when None).
     step: which checkpoint (None: the latest).
   Returns:
     (state, config, task).
   """
-  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   if config is None:
     config = load_config(workdir)
-  if task is None:
-    task = get_task(config)
   ckpt = Checkpointer(workdir, read_only=True, async_save=False)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to restore")

@@ -1,8 +1,9 @@
-"""The training loop every task runs through: ``train_and_evaluate(config, workdir)``.
+"""The training loop every task runs through: ``train_and_evaluate(config, workdir, task=task)``.
 
 What it does, in order:
 
-1. writes ``WORKDIR/config.json`` (process 0), builds the Task (``config.task``), the 1-D
+1. writes ``WORKDIR/config.json`` (process 0), takes the Task it is handed (the launcher builds
+   it from ``config.task``), builds the 1-D
    ``("data",)`` mesh and the parallel wrapper (``config.parallel``: jit | shard_map | pmap);
 2. resumes from the latest checkpoint in ``WORKDIR/checkpoints`` if there is one: the state and
    the input position (``make_iterator(start_step=...)``), so a resumed run is bit-identical to
@@ -131,16 +132,15 @@ def _has_eval(task: Task) -> bool:
   return type(task).eval_step is not Task.eval_step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task: Task,
                        train_iter: Optional[Any] = None,
                        eval_iter_fn: Optional[Callable[[str], Iterable]] = None,
                        stats: Optional[Dict[str, np.ndarray]] = None):
-  """Trains ``config.task`` in ``workdir`` (resuming if it holds a checkpoint).
+  """Trains ``task`` (built from ``config`` by the caller, e.g. ``d2m_jax.tasks.get_task``) in
+  ``workdir``, resuming if it holds a checkpoint. The engine never looks tasks up itself.
 
   Returns the final train state (one replicated copy, as checkpointed).
   """
-  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
-
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
   if is_main:
@@ -154,7 +154,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   nan_step = int(_get(config, "debug_nan_step", -1))
   global_batch = int(config.data.batch_size)
 
-  task = get_task(config)
   mesh = parallel.make_mesh(int(_get(config, "num_devices", 0) or 0))
   dp = parallel.DataParallel(str(config.parallel), mesh)
   dp.check_batch_size(global_batch)

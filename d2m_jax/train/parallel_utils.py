@@ -10,26 +10,14 @@ runs it three ways (``config.parallel``):
   :func:`pmean` averages gradients, metrics and batch statistics over devices.
 
 With equal per-device batches the mean of per-device means equals the global mean, so the three
-modes give the same parameters.
+modes give the same parameters. The collectives themselves live in :mod:`d2m_jax.nn.collectives`
+(a layer below models, so models can use them too); this module re-exports them with the
+engine's axis name.
 """
 from __future__ import annotations
 
-from typing import Optional
-
-import jax
+from d2m_jax.nn.collectives import pmean, psum
 
 DATA_AXIS = "data"
 
-
-def pmean(tree, axis_name: Optional[str]):
-  """``lax.pmean`` over ``axis_name``; identity when no axis is bound (jit mode)."""
-  if axis_name is None:
-    return tree
-  return jax.lax.pmean(tree, axis_name)
-
-
-def psum(tree, axis_name: Optional[str]):
-  """``lax.psum`` over ``axis_name``; identity when no axis is bound (jit mode)."""
-  if axis_name is None:
-    return tree
-  return jax.lax.psum(tree, axis_name)
+__all__ = ["DATA_AXIS", "pmean", "psum"]
