@@ -25,12 +25,17 @@ flags.DEFINE_multi_string("model", [], "NAME=WORKDIR of a trained generator (rep
 flags.DEFINE_string("style_classifier", None, "Workdir of a trained dance_style classifier.")
 flags.DEFINE_string("out_dir", None, "Where eval.json / eval.md go.")
 flags.DEFINE_integer("split_seed", 0, "Split seed (the data pipeline's default is 0).")
+flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
+                  "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
+                  "--nocompilation_cache turns it off.")
 flags.mark_flag_as_required("out_dir")
 
 
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
+  compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel

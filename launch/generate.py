@@ -31,6 +31,9 @@ flags.DEFINE_integer("num_samples", 1, "Dances to generate for the song (one bat
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 flags.DEFINE_bool("render", False, "Also write OUT.mp4 (with the music) and OUT.gif.")
+flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
+                  "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
+                  "--nocompilation_cache turns it off.")
 config_flags.DEFINE_config_file("config", None, "Config file (default: the workdir's).",
                                 lock_config=False)
 flags.mark_flags_as_required(["music", "checkpoint", "out"])
@@ -38,6 +41,9 @@ flags.mark_flags_as_required(["music", "checkpoint", "out"])
 
 def main(argv):
   del argv
+  from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
+  cache_dir = compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
+  cache_counter = compile_cache.CacheCounter()
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.render import FFmpegNotFound  # pylint: disable=import-outside-toplevel
@@ -60,7 +66,9 @@ def main(argv):
   timings = {k: round(v, 3) for k, v in result["timings"].items()}
   print(json.dumps(dict(out=result["npz"], shape=list(result["shape"]), fps=result["fps"],
                         skeleton=result["skeleton"], videos=result.get("videos"),
-                        timings_s=timings), default=str))
+                        timings_s=timings, compilation_cache=dict(
+                            dir=cache_dir, loaded=cache_counter.hits,
+                            compiled=cache_counter.misses)), default=str))
   return 0
 
 

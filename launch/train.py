@@ -29,6 +29,9 @@ flags.DEFINE_bool("multiprocess", None, "Join a multi-process run with jax.distr
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
+flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
+                  "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
+                  "--nocompilation_cache turns it off.")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -45,6 +48,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
+  compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
   mode = None if FLAGS.multiprocess is None else ("on" if FLAGS.multiprocess else "off")
   try:  # before any other jax call; a no-op for ordinary single-process runs
