@@ -8,7 +8,8 @@ r"""Builds a dataset: raw source -> processed sequences (features, beats, audio)
 --on_error=fail (default) stops at the first bad sequence with an error naming the file;
 --on_error=skip leaves it out, reports every skipped sequence and why, and writes a complete,
 valid dataset of the rest. Outputs are written to temporary names and moved into place, so an
-interrupted run leaves nothing half-written. Exit status: 0 on success, 1 on bad data.
+interrupted run leaves nothing half-written. Exit status: 0 on success, 1 on bad data or a
+feature-extraction worker that died (one line naming the sequence and the signal).
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def main(argv):
   del argv
   from d2m_jax.data import pipeline
   from d2m_jax.data.errors import DataError
+  from d2m_jax.data.ingest import WorkerCrash
+  from d2m_jax.data.numba_cache import NumbaCacheError
   from d2m_jax.train.defaults import data_config
   cfg = data_config()
   cfg.source = FLAGS.source
@@ -61,6 +64,9 @@ def main(argv):
     print(f"ERROR: {e}", file=sys.stderr)
     print("Nothing was written for this source (re-run with --on_error=skip to leave bad "
           "sequences out).", file=sys.stderr)
+    return 1
+  except (WorkerCrash, NumbaCacheError) as e:
+    print(f"ERROR: {e}; nothing was written", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print("interrupted: nothing half-written was left behind", file=sys.stderr)

@@ -6,7 +6,10 @@ unsupported format, non-finite or silent audio.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 
 import numpy as np
 
@@ -26,7 +29,37 @@ def resample(wave: np.ndarray, sr: float, target_sr: float) -> np.ndarray:
   return soxr.resample(wave, int(sr), int(target_sr), quality="HQ").astype(np.float32)
 
 
+@contextlib.contextmanager
+def _c_stderr_captured():
+  """Sends file descriptor 2 to a temporary file while decoding, so that the decoders' own
+  notes (libmpg123 prints ``Note: Illegal Audio-MPEG-Header ...`` from C) do not reach the
+  user; our error says what is wrong. Process-wide while it lasts (milliseconds)."""
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError):       # no usable stderr: nothing to hide
+    yield
+    return
+  with tempfile.TemporaryFile() as sink:
+    os.dup2(sink.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def _decoders() -> str:
+  import soundfile as sf
+  return f"libsndfile {sf.__libsndfile_version__} (WAV, AIFF, FLAC, Ogg Vorbis/Opus, MP3)"
+
+
 def _read(path: str, start_s: float, stop_s: float | None):
+  with _c_stderr_captured():
+    return _read_quietly(path, start_s, stop_s)
+
+
+def _read_quietly(path: str, start_s: float, stop_s: float | None):
   import soundfile as sf
   try:
     with sf.SoundFile(path) as f:
@@ -42,10 +75,12 @@ def _read(path: str, start_s: float, stop_s: float | None):
         f.seek(min(start, max(declared - 1, 0)))
       data = f.read(frames=max(stop - start, 0), dtype="float32", always_2d=True)
   except sf.LibsndfileError as e:
-    msg = str(e)
-    if "Format not recognised" in msg or "format" in msg.lower():
-      raise DataError(path, f"corrupt audio or unsupported format ({msg.strip()})") from None
-    raise DataError(path, f"corrupt or truncated audio ({msg.strip()})") from None
+    if getattr(e, "prefix", "").startswith("Error opening"):
+      # libsndfile's open errors for unreadable contents are misleading ("File does not exist
+      # or is not a regular file (possibly a pipe?)" for a text file named .mp3): say it plainly.
+      raise DataError(path, f"not a decodable audio file: {_decoders()} could not read its "
+                      "contents (corrupt, or not audio)") from None
+    raise DataError(path, f"corrupt or truncated audio ({str(e).strip()})") from None
   except (RuntimeError, ValueError, OSError) as e:
     raise DataError(path, f"cannot decode audio ({e})") from None
   if "should be" in info:  # libsndfile: header data size larger than the file (wav/aiff)

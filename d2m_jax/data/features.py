@@ -23,7 +23,9 @@ Feature sets (``FEATURE_DIMS``):
   spans 384 / fps s instead of learn2dance's 8.9 s).
 * ``waveform16k``: the mono 16 kHz waveform, ``num_frames * 16000 / fps`` samples (1-D).
 
-librosa is imported lazily: importing this module costs nothing.
+librosa is imported lazily (importing this module costs nothing), through
+:func:`d2m_jax.data.numba_cache.import_librosa`: importing this module points numba's cache at
+the project's own folder, and librosa's kernels are compiled there once, one process at a time.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from d2m_jax.data import audio as audio_lib
+from d2m_jax.data import numba_cache
+
+numba_cache.configure()   # before anything imports numba: it reads NUMBA_CACHE_DIR at import
 
 FEATURE_DIMS = {"d2m28": 28, "fact35": 35, "mfcc20": 20, "mel_tempogram512": 512}
 FRAME_FEATURES = tuple(FEATURE_DIMS)
@@ -165,7 +170,7 @@ class _Grid:
   @property
   def env(self):
     if self._env is None:
-      import librosa
+      librosa = numba_cache.import_librosa()
       self._env = librosa.onset.onset_strength(y=self.y, sr=self.sr, hop_length=GRID_HOP)
     return self._env
 
@@ -176,7 +181,7 @@ class _Grid:
 
 
 def _beats_from_grid_signal(y, sr_grid, fps, num_frames):
-  import librosa
+  librosa = numba_cache.import_librosa()
   hop = GRID_HOP // 2                       # beat analysis at 2 * fps (finer beat phase)
   env = librosa.onset.onset_strength(y=y, sr=sr_grid, hop_length=hop)
   if not np.any(env > 0):
@@ -225,7 +230,7 @@ def one_hot(frames: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 def _fact35(g: _Grid) -> np.ndarray:
-  import librosa
+  librosa = numba_cache.import_librosa()
   n = g.n
   env = g.env
   mfcc = librosa.feature.mfcc(y=g.y, sr=g.sr, n_mfcc=20, hop_length=GRID_HOP).T
@@ -238,7 +243,7 @@ def _fact35(g: _Grid) -> np.ndarray:
 
 
 def _mel_tempogram(g: _Grid) -> np.ndarray:
-  import librosa
+  librosa = numba_cache.import_librosa()
   mel = librosa.feature.melspectrogram(y=g.y, sr=g.sr, hop_length=GRID_HOP, n_mels=128).T
   tg = librosa.feature.tempogram(onset_envelope=g.env, sr=g.sr, hop_length=GRID_HOP,
                                  win_length=384).T
@@ -248,7 +253,7 @@ def _mel_tempogram(g: _Grid) -> np.ndarray:
 
 def mfcc20(wave: np.ndarray, sr: float, fps: float, num_frames: int) -> np.ndarray:
   """Kakashi's per-frame 20 MFCC (see the module docstring), (num_frames, 20) float32."""
-  import librosa
+  librosa = numba_cache.import_librosa()
   y = _fit(resample(wave, sr, MFCC20_SR), int(round(num_frames * MFCC20_SR / fps)))
   hop = max(1, int(MFCC20_SR / fps) // 2)
   m = librosa.feature.mfcc(y=y, sr=MFCC20_SR, n_mfcc=20, hop_length=hop).T   # (F, 20)

@@ -14,10 +14,12 @@ and why in the manifest (and the returned report).
 from __future__ import annotations
 
 import concurrent.futures
+import faulthandler
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from typing import Callable
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import features as feat_lib
-from d2m_jax.data import readers, skeleton
+from d2m_jax.data import numba_cache, readers, skeleton
 from d2m_jax.data.errors import DataError
 
 PROCESSED_VERSION = 1
@@ -89,28 +91,137 @@ def openpose_styles(items: list[str]) -> list[str]:
   return sorted({os.path.basename(p).split("_")[0] for p in items})
 
 
+_STATUS_DIR = None     # set in pool workers: where each writes the item it is processing
+_FAULT_FILE = None
+
+
+def _init_worker(status_dir: str):
+  """Pool worker start: a crash report (faulthandler) to a file the parent reads if we die."""
+  global _STATUS_DIR, _FAULT_FILE
+  _STATUS_DIR = status_dir
+  _FAULT_FILE = open(os.path.join(status_dir, f"{os.getpid()}.fault"), "w")
+  faulthandler.enable(file=_FAULT_FILE)
+
+
 def _work(args) -> tuple[str, dict | None, dict | None]:
   """Reads and processes one item; returns (item, processed arrays or None, skip record)."""
-  source, item, opts = args
+  source, item, opts, process_fn = args
+  if _STATUS_DIR is not None:
+    with open(os.path.join(_STATUS_DIR, f"{os.getpid()}.item"), "w") as f:
+      f.write(item)
   try:
     if source == "openpose":
       style = opts["styles"].index(os.path.basename(item).split("_")[0])
       seq = readers.read_openpose_folder(item, fps=opts.get("fps", 30.0), style=style)
     else:
       seq = readers.read_mocap_sequence(item)
-    arrays = process_sequence(seq)
+    arrays = process_fn(seq)
     meta = {k: v for k, v in seq.meta.items() if isinstance(v, (int, float, str, bool))}
     return item, arrays, {"meta": meta}
   except DataError as e:
     return item, None, {"name": os.path.basename(item), "path": e.path, "problem": e.problem}
 
 
+class WorkerCrash(RuntimeError):
+  """A feature-extraction worker process died (a crash in a C extension, or killed)."""
+
+  def __init__(self, item: str, how: str, completed: int):
+    self.item, self.how, self.completed = item, how, completed
+    super().__init__(f"{item}: the worker process extracting this sequence's features died "
+                     f"({how})")
+
+
+_FATAL = {"Segmentation fault": "SIGSEGV", "Floating point exception": "SIGFPE",
+          "Aborted": "SIGABRT", "Bus error": "SIGBUS", "Illegal instruction": "SIGILL"}
+
+
+def _diagnose_crash(status_dir: str, exitcodes: dict[int, int | None], done: set[str],
+                    completed: int) -> WorkerCrash:
+  """Which worker died, on which item, by which signal (faulthandler's report, exit codes)."""
+  suspects = []
+  for name in sorted(os.listdir(status_dir)):
+    if not name.endswith(".item"):
+      continue
+    pid = int(name.split(".")[0])
+    with open(os.path.join(status_dir, name)) as f:
+      item = f.read()
+    fault_path = os.path.join(status_dir, f"{pid}.fault")
+    fault = open(fault_path).read() if os.path.exists(fault_path) else ""
+    how = None
+    for line in fault.splitlines():
+      if line.startswith("Fatal Python error:"):
+        what = line.split(":", 1)[1].strip()
+        how = f"{_FATAL[what]}, {what.lower()}" if what in _FATAL else what
+        break
+    code = exitcodes.get(pid)
+    if how is None and code is not None and code < 0 and code != -signal.SIGTERM:
+      how = f"killed by {signal.Signals(-code).name}"
+    if how is not None:
+      return WorkerCrash(item, how, completed)
+    if item not in done:
+      suspects.append(item)
+  if suspects:
+    return WorkerCrash(suspects[0], "killed by a signal without a crash report, e.g. SIGKILL "
+                       "from the out-of-memory killer", completed)
+  return WorkerCrash("(unknown sequence)", "a worker process died", completed)
+
+
+def _pool_results(jobs: list, num_workers: int, status_dir: str):
+  """Yields _work results in job order from a spawn pool; a dead worker -> WorkerCrash."""
+  os.makedirs(status_dir)
+  ctx = multiprocessing.get_context("spawn")
+  pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx,
+                                                initializer=_init_worker,
+                                                initargs=(status_dir,))
+  futures = [pool.submit(_work, job) for job in jobs]
+  done: set[str] = set()
+  try:
+    for fut, job in zip(futures, jobs):
+      try:
+        result = fut.result()
+      except concurrent.futures.process.BrokenProcessPool:
+        procs = dict(getattr(pool, "_processes", None) or {})   # pid -> Process (best effort)
+        pool.shutdown(wait=True, cancel_futures=True)
+        exitcodes = {pid: p.exitcode for pid, p in procs.items()}
+        raise _diagnose_crash(status_dir, exitcodes, done, len(done)) from None
+      done.add(job[1])
+      yield result
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def ingest(source: str, raw_dir: str, processed_dir: str, *, on_error: str = "fail",
            num_workers: int = 1, split_seed: int = 0, openpose_fps: float = 30.0,
-           log: Callable[[str], None] = print) -> dict:
-  """Processes a raw source into ``processed_dir`` (atomically). Returns the manifest."""
+           log: Callable[[str], None] = print,
+           process_fn: Callable[[readers.Sequence], dict] = process_sequence) -> dict:
+  """Processes a raw source into ``processed_dir`` (atomically). Returns the manifest.
+
+  With ``num_workers > 1`` the features are extracted in spawned worker processes, after
+  librosa's numba kernels were compiled once (:func:`numba_cache.ensure_warm`): workers that
+  compile at the same time can poison numba's cache (numba issue #10128). A worker that dies
+  raises :class:`WorkerCrash` naming the sequence and the signal; if it died on the first
+  sequence, numba's cache is moved aside and the run retried once. ``process_fn`` (a picklable
+  module-level function) replaces :func:`process_sequence` (tests).
+  """
   if on_error not in ("fail", "skip"):
     raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+  kw = dict(on_error=on_error, num_workers=num_workers, split_seed=split_seed,
+            openpose_fps=openpose_fps, log=log, process_fn=process_fn)
+  if num_workers > 1 and process_fn is process_sequence:
+    numba_cache.ensure_warm(log=log)
+  try:
+    return _ingest_once(source, raw_dir, processed_dir, **kw)
+  except WorkerCrash as e:
+    if e.completed or num_workers <= 1 or process_fn is not process_sequence:
+      raise
+    aside = numba_cache.quarantine(numba_cache.configure())
+    log(f"{e}, on its first sequence: moved numba's cache aside to {aside}; retrying once")
+    numba_cache.ensure_warm(log=log)
+    return _ingest_once(source, raw_dir, processed_dir, **kw)
+
+
+def _ingest_once(source, raw_dir, processed_dir, *, on_error, num_workers, split_seed,
+                 openpose_fps, log, process_fn) -> dict:
   items = list_items(source, raw_dir)
   opts = {"fps": openpose_fps}
   styles = list(skeleton.STYLES)
@@ -124,13 +235,13 @@ def ingest(source: str, raw_dir: str, processed_dir: str, *, on_error: str = "fa
   t0 = time.time()
   records, skipped = [], []
   try:
-    jobs = [(source, it, opts) for it in items]
+    jobs = [(source, it, opts, process_fn) for it in items]
+    fault_was_enabled = faulthandler.is_enabled()
     if num_workers > 1:
-      ctx = multiprocessing.get_context("spawn")
-      pool = concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx)
-      results = pool.map(_work, jobs)
-    else:
-      pool, results = None, map(_work, jobs)
+      results = _pool_results(jobs, num_workers, os.path.join(tmp_dir, "workers"))
+    else:    # in-process: a C-level crash at least prints its Python traceback
+      results = map(_work, jobs)
+      faulthandler.enable()
     try:
       for i, (item, arrays, info) in enumerate(results):
         name = os.path.basename(item)
@@ -155,8 +266,11 @@ def ingest(source: str, raw_dir: str, processed_dir: str, *, on_error: str = "fa
             f"{tempo_txt}"
             f" ({time.time() - t0:.1f} s)")
     finally:
-      if pool is not None:
-        pool.shutdown(cancel_futures=True)
+      if num_workers > 1:
+        results.close()
+        shutil.rmtree(os.path.join(tmp_dir, "workers"), ignore_errors=True)
+      elif not fault_was_enabled:
+        faulthandler.disable()
     if not records:
       raise DataError(raw_dir, "no usable sequence" + (f" ({len(skipped)} skipped)" if skipped
                                                        else ""))
