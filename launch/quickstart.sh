@@ -14,6 +14,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/quickstart}
 STEPS=${STEPS:-200}
+T_START=$SECONDS
+T_STAGE=$SECONDS
+STAGE=""
+hms() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+# stage "title": closes the previous stage (prints its elapsed time) and opens the next.
+stage() {
+  if [ -n "$STAGE" ]; then
+    echo "   ($STAGE: $(hms $((SECONDS - T_STAGE))), total $(hms $((SECONDS - T_START))))"
+  fi
+  STAGE=${1%% (*}
+  T_STAGE=$SECONDS
+  [ -z "$1" ] || echo "== $1"
+}
+trap 'rc=$?; [ $rc -eq 0 ] || echo "quickstart FAILED in stage \"$STAGE\" after $(hms $((SECONDS - T_START)))" >&2' EXIT
+stage "0/6 venv and requirements"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -r requirements.txt
 .venv/bin/pip install -q --no-deps -e .
@@ -21,30 +36,32 @@ PY=.venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$RUN"
 
-echo "== 1/6 embedded default dataset (generated and preprocessed once, then cached)"
+stage "1/6 embedded default dataset (generated and preprocessed once, then cached)"
 $PY launch/preprocess.py --source=synthetic
 
-echo "== 2/6 music style classifier (paper GRU-30)"
+stage "2/6 music style classifier (paper GRU-30)"
 $PY launch/train.py --config=configs/style_paper.py --workdir="$RUN/style" \
   --config.num_train_steps=1000 --config.eval_every_steps=500 --config.checkpoint_every_steps=500
 
 SMALL="--config.model.hidden=256 --config.model.z_mov=128 --config.model.units_per_example=1"
-echo "== 3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
+stage "3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
 $PY launch/train.py --config=configs/d2m_decomposition.py --workdir="$RUN/d2m_decomp" $SMALL \
   --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
   --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
 
-echo "== 4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
+stage "4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
 $PY launch/train.py --config=configs/d2m_composition.py --workdir="$RUN/d2m_comp" $SMALL \
   --config.model.decomp_workdir="$RUN/d2m_decomp" --config.model.style_workdir="$RUN/style" \
   --config.model.z_dance=128 --config.model.dance_hidden=256 \
   --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
   --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
 
-echo "== 5/6 a song no model has heard"
+stage "5/6 a song no model has heard"
 $PY launch/make_song.py --style=W --seconds=30 --seed=2026 --out="$RUN/song.wav"
 
-echo "== 6/6 dance to it: joints + MP4 with the music + GIF"
+stage "6/6 dance to it: joints + MP4 with the music + GIF"
 $PY launch/generate.py --music="$RUN/song.wav" --checkpoint="$RUN/d2m_comp" \
   --out="$RUN/dance.npz" --render
-echo "done: $RUN/dance.mp4 (with the music), $RUN/dance.gif, $RUN/dance.npz"
+stage ""
+echo "done in $(hms $((SECONDS - T_START))): $RUN/dance.gif, $RUN/dance.npz"
+echo "video (with the music): $(cd "$RUN" && pwd)/dance.mp4"
