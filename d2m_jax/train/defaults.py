@@ -47,7 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "style"                 # module under d2m_jax/tasks
   c.seed = 0
-  c.dtype = "float32"              # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Compute dtype: 'auto' (bfloat16 on GPU/TPU, float32 on CPU), 'float32' or 'bfloat16';
+  # parameters and optimiser state stay float32 (d2m_jax/train/task.py:compute_dtype).
+  c.dtype = "auto"
   c.parallel = "jit"               # 'jit' (NamedSharding, default) | 'shard_map' | 'pmap'
   c.num_train_steps = 100
   c.log_every_steps = 10
