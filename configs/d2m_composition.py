@@ -52,6 +52,7 @@ def get_config(variant: str = "mocap"):
   m.noise_dim = 30
   m.z_dance = 512
   m.dance_hidden = 1024
+  m.rnn_impl = "auto"         # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.update_mode = "recompute"        # 'recompute' (phase 3 after the phase-2 update) | 'merged'
   # generation (d2m_jax/models/d2m_inference.py)
   m.fps = 25.0                  # motion fps of the data (mocap and the synthetic default)

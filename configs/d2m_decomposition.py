@@ -33,6 +33,7 @@ def model_config(pose_size: int = 69):
   m.hidden = 1024              # GRU hidden size of movement_enc / stdp_dec
   m.init_hidden = 64           # MLP width of the init-pose VAE
   m.unit_length = 32
+  m.rnn_impl = "auto"         # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.units_per_example = 3      # 3: every unit of each 3-unit example; 1: one random unit
   m.jitter = "auto"            # auto (yaw for 3D, translate for 2D) | translate | yaw | none
   m.jitter_x = 50.0            # translate: +-px

@@ -29,6 +29,7 @@ def get_config():
   c.model.fps = 25.0
   c.model.hidden = 512
   c.model.num_layers = 2
+  c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.dropout = 0.5
   c.model.teacher_forcing = 0.5
   c.model.mode = "sequence"        # sequence | chunk | frame

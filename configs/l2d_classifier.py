@@ -28,6 +28,7 @@ def get_config():
   c.model.joints = 23              # mocap (front-view 2-D projection); OpenPose: 15, coords=2
   c.model.coords = 3
   c.model.hidden = 256
+  c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.num_clusters = 128
   c.model.clusters_path = ml_collections.FieldReference(None, field_type=str)
   c.model.kmeans_n_init = 3

@@ -30,6 +30,7 @@ def get_config():
   c.model.gp_weight = 10.0         # (used by the pose generator's task definition only)
   c.model.seq_len = 50             # 2 s at 25 fps
   c.model.critic_hidden = 100
+  c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.pose_gan_workdir = ml_collections.FieldReference(None, field_type=str)
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-3

@@ -23,6 +23,7 @@ def get_config():
   c.task = "style"
   c.model.hidden = 512
   c.model.num_layers = 2
+  c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.num_classes = 4          # C, R, T, W
   c.model.project = True           # Linear(512 -> 30) is the style vector
   c.model.head_relu_first = True

@@ -20,6 +20,7 @@ def get_config():
   c.task = "style"
   c.model.hidden = 30
   c.model.num_layers = 1
+  c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.num_classes = 4          # C, R, T, W
   c.model.project = False          # the GRU output is the style vector
   c.model.head_relu_first = False

@@ -32,11 +32,12 @@ class DanceEnc(nn.Module):
   z_dance: int = 512
   hidden: int = 1024
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, codes):
     h0 = learned_h0(self, "init_h", (1, 1, self.hidden), codes.shape[0])
-    _, h_n = GRU(self.hidden, dtype=self.dtype, name="gru")(codes, h0)
+    _, h_n = GRU(self.hidden, dtype=self.dtype, impl=self.rnn_impl, name="gru")(codes, h0)
     return GaussianHead(self.z_dance, dtype=self.dtype, name="head")(h_n[0])
 
 
@@ -49,11 +50,12 @@ class DanceDec(nn.Module):
   length: int = 3
   hidden: int = 1024
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, z_dance):
     h0 = TorchDense(self.hidden, dtype=self.dtype, name="init_h")(z_dance).astype(jnp.float32)
-    ys, _ = GRU(self.hidden, dtype=self.dtype, name="gru")(
+    ys, _ = GRU(self.hidden, dtype=self.dtype, impl=self.rnn_impl, name="gru")(
         z_dance, h0[None], constant_input=True, length=self.length)
     x = DenseNormAct(self.hidden, act=nn.relu, dtype=self.dtype, name="block")(ys)
     return GaussianHead(self.z_mov, dtype=self.dtype, name="head")(x)
@@ -110,11 +112,12 @@ class StyleGRU(nn.Module):
   style_dim: int = 30
   num_classes: int = 3
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, aud):
     h0 = learned_h0(self, "init_h", (1, 1, self.style_dim), aud.shape[0])
-    ys, _ = GRU(self.style_dim, dtype=self.dtype, name="gru")(aud, h0)
+    ys, _ = GRU(self.style_dim, dtype=self.dtype, impl=self.rnn_impl, name="gru")(aud, h0)
     style = ys[:, -1]
     x = nn.relu(TorchDense(self.style_dim, dtype=self.dtype, name="fc0")(style))
     logits = TorchDense(self.num_classes, dtype=self.dtype, name="fc1")(x)

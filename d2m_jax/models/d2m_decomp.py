@@ -59,12 +59,14 @@ class MovementEnc(nn.Module):
   z_mov: int = 512
   hidden: int = 1024
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, units):
     B = units.shape[0]
     h0 = learned_h0(self, "init_h", (2, 1, self.hidden), B)
-    _, h_n = GRU(self.hidden, bidirectional=True, dtype=self.dtype, name="gru")(units, h0)
+    _, h_n = GRU(self.hidden, bidirectional=True, dtype=self.dtype, impl=self.rnn_impl,
+                 name="gru")(units, h0)
     feat = jnp.concatenate([h_n[0], h_n[1]], axis=-1)
     return GaussianHead(self.z_mov, dtype=self.dtype, name="head")(feat)
 
@@ -80,12 +82,13 @@ class StandardPoseDec(nn.Module):
   length: int = 32
   hidden: int = 1024
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, z_init, z_mov):
     h0 = TorchDense(self.hidden, dtype=self.dtype, name="init_h")(
         jnp.concatenate([z_init, z_mov], axis=-1)).astype(jnp.float32)
-    ys, _ = GRU(self.hidden, dtype=self.dtype, name="gru")(
+    ys, _ = GRU(self.hidden, dtype=self.dtype, impl=self.rnn_impl, name="gru")(
         z_mov, h0[None], constant_input=True, length=self.length)
     x = DenseNormAct(self.hidden, act=nn.relu, dtype=self.dtype, name="block")(ys)
     return TorchDense(self.pose_size, dtype=self.dtype, name="out")(x).astype(jnp.float32)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from d2m_jax.nn import LSTM, mixed_dot
+from d2m_jax.nn.rnn import resolve_impl, scan_unroll
 from d2m_jax.nn.init import uniform_init
 
 INIT = uniform_init(0.08)
@@ -36,13 +37,14 @@ class Encoder(nn.Module):
   num_layers: int = 2
   dropout: float = 0.5
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, mfcc, train: bool):
     x = nn.Dropout(self.dropout)(mfcc, deterministic=not train)
     _, state = LSTM(self.hidden, num_layers=self.num_layers, dropout_rate=self.dropout,
-                    dtype=self.dtype, kernel_init=INIT, recurrent_init=INIT, bias_init=INIT,
-                    name="lstm")(x, deterministic=not train)
+                    dtype=self.dtype, impl=self.rnn_impl, kernel_init=INIT, recurrent_init=INIT,
+                    bias_init=INIT, name="lstm")(x, deterministic=not train)
     return state  # (h (L, B, H), c (L, B, H))
 
 
@@ -53,6 +55,7 @@ class Decoder(nn.Module):
   num_layers: int = 2
   dropout: float = 0.5
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, state, seed, targets, key, tf_ratio, train: bool):
@@ -121,7 +124,8 @@ class Decoder(nn.Module):
 
     h0, c0 = state
     carry = (h0.astype(jnp.float32), c0.astype(jnp.float32), seed.astype(jnp.float32))
-    _, preds = jax.lax.scan(step, carry, (jnp.arange(T), gt_proj))
+    unroll = scan_unroll(resolve_impl(self.rnn_impl, "lstm", H), T)  # no Pallas LSTM kernel
+    _, preds = jax.lax.scan(step, carry, (jnp.arange(T), gt_proj), unroll=unroll)
     return jnp.transpose(preds, (1, 0, 2))
 
 
@@ -132,10 +136,12 @@ class Seq2Seq(nn.Module):
   num_layers: int = 2
   dropout: float = 0.5
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   def setup(self):
-    self.encoder = Encoder(self.hidden, self.num_layers, self.dropout, self.dtype)
-    self.decoder = Decoder(self.out_dim, self.hidden, self.num_layers, self.dropout, self.dtype)
+    self.encoder = Encoder(self.hidden, self.num_layers, self.dropout, self.dtype, self.rnn_impl)
+    self.decoder = Decoder(self.out_dim, self.hidden, self.num_layers, self.dropout, self.dtype,
+                           self.rnn_impl)
 
   def __call__(self, mfcc, seed, targets, key, tf_ratio=0.0, train: bool = False):
     state = self.encoder(mfcc, train)

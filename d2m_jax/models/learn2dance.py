@@ -77,6 +77,7 @@ class MusicEncoder(nn.Module):
   hidden: int = 256
   num_layers: int = 2
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, feats, length=None):
@@ -85,7 +86,7 @@ class MusicEncoder(nn.Module):
       mask = jnp.arange(feats.shape[1])[None, :] < length[:, None]
       x = x * mask[..., None].astype(x.dtype)
     _, (h_n, _) = LSTM(self.hidden, num_layers=self.num_layers, bidirectional=True,
-                       dtype=self.dtype, name="lstm")(x)
+                       dtype=self.dtype, impl=self.rnn_impl, name="lstm")(x)
     # PyTorch h_n layout (L*2, B, H): index 2 = last layer, forward direction.
     return h_n[2 * (self.num_layers - 1)]
 
@@ -112,9 +113,10 @@ class DanceClassifier(nn.Module):
   num_clusters: int = NUM_CLUSTERS
   hidden: int = 256
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   def setup(self):
-    self.encoder = MusicEncoder(self.hidden, dtype=self.dtype)
+    self.encoder = MusicEncoder(self.hidden, dtype=self.dtype, rnn_impl=self.rnn_impl)
     self.decoder = ClusterDecoder(self.num_clusters, self.hidden, dtype=self.dtype)
 
   def __call__(self, feats, prev, length=None):

@@ -98,11 +98,12 @@ class SeqCritic(nn.Module):
   hidden: int = 100
   num_layers: int = 2
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, seq, train: bool = False):
     out, _ = LSTM(self.hidden, num_layers=self.num_layers, bidirectional=True,
-                  dtype=self.dtype, name="lstm")(seq)
+                  dtype=self.dtype, impl=self.rnn_impl, name="lstm")(seq)
     h = jnp.concatenate([out[:, 0], out[:, -1]], -1)
     h = Block(HIDDEN, False, False, dtype=self.dtype, name="b1")(h, train)
     return TorchDense(1, dtype=self.dtype, name="out")(h).astype(jnp.float32)[..., 0]

@@ -38,10 +38,12 @@ class MusicStyleClassifier(nn.Module):
   head_relu_first: bool = False  # improved: ReLU (+ dropout) on the style vector first
   dropout_rate: float = 0.0      # improved: 0.1 before each head Linear
   dtype: Any = jnp.float32
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   def setup(self):
     self.h0 = self.param("h0", nn.initializers.normal(1.0), (1, 1, self.hidden), jnp.float32)
-    self.gru = GRU(hidden=self.hidden, num_layers=self.num_layers, dtype=self.dtype)
+    self.gru = GRU(hidden=self.hidden, num_layers=self.num_layers, dtype=self.dtype,
+                   impl=self.rnn_impl)
     if self.project:
       self.style_proj = TorchDense(STYLE_DIM, dtype=self.dtype)
     self.fc1 = TorchDense(STYLE_DIM, dtype=self.dtype)
@@ -79,10 +81,12 @@ def from_config(model_cfg, dtype=jnp.float32) -> MusicStyleClassifier:
       hidden=int(model_cfg.hidden), num_layers=int(model_cfg.num_layers),
       num_classes=int(model_cfg.num_classes), project=bool(model_cfg.project),
       head_relu_first=bool(model_cfg.head_relu_first),
-      dropout_rate=float(model_cfg.dropout_rate), dtype=dtype)
+      dropout_rate=float(model_cfg.dropout_rate), dtype=dtype,
+      rnn_impl=str(model_cfg.get("rnn_impl", "auto")))
 
 
-def module_from_params(params, dtype=jnp.float32) -> MusicStyleClassifier:
+def module_from_params(params, dtype=jnp.float32,
+                       rnn_impl: str = "auto") -> MusicStyleClassifier:
   """Rebuilds the module whose parameters ``params`` are (shapes say which variant)."""
   hidden = params["h0"].shape[-1]
   gru = params["gru"]
@@ -91,7 +95,8 @@ def module_from_params(params, dtype=jnp.float32) -> MusicStyleClassifier:
   num_classes = params["fc2"]["dense"]["kernel"].shape[-1]
   return MusicStyleClassifier(hidden=hidden, num_layers=num_layers, num_classes=num_classes,
                               project=project, head_relu_first=project,
-                              dropout_rate=0.1 if project else 0.0, dtype=dtype)
+                              dropout_rate=0.1 if project else 0.0, dtype=dtype,
+                              rnn_impl=rnn_impl)
 
 
 def get_style(params, feats: jax.Array, norm: Optional[Tuple[jax.Array, jax.Array]] = None,

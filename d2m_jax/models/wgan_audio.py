@@ -213,6 +213,7 @@ class AudioSeqGenerator(nn.Module):
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
   conv_impl: str = "xla"      # 'xla' | 'im2col' | 'auto' (d2m_jax.models.wgan_layers.conv1d)
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   def setup(self):
     if self.latent <= self.noise:
@@ -220,8 +221,9 @@ class AudioSeqGenerator(nn.Module):
     self.enc = make_encoder(self.encoder, code=self.code, channels=self.enc_channels,
                             n_down=self.enc_down, activ=self.activ, dtype=self.dtype,
                             axis_name=self.axis_name, conv_impl=self.conv_impl)
-    self.audio_rnn = GRU(self.latent - self.noise, self.n_cells, dtype=self.dtype, **GRU_INITS)
-    self.noise_rnn = GRU(self.noise, 1, dtype=self.dtype, **GRU_INITS)
+    self.audio_rnn = GRU(self.latent - self.noise, self.n_cells, dtype=self.dtype,
+                         impl=self.rnn_impl, **GRU_INITS)
+    self.noise_rnn = GRU(self.noise, 1, dtype=self.dtype, impl=self.rnn_impl, **GRU_INITS)
     self.decoder = FrameDecoder(self.size, self.out, self.nblocks, self.parity_bug, self.dtype,
                                 self.axis_name)
 

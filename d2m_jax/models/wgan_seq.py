@@ -38,13 +38,15 @@ class SeqGenerator(nn.Module):
   parity_bug: bool = False
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
+  rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
 
   @nn.compact
   def __call__(self, z, labels=None, train: bool = True):
     if self.num_classes:
       z = jnp.concatenate([z, _label_frames(labels, self.num_classes, self.embed_dim,
                                             z.shape[1], "label_embed")], axis=-1)
-    h, _ = GRU(self.hidden, self.n_cells, dtype=self.dtype, name="rnn", **GRU_INITS)(z)
+    h, _ = GRU(self.hidden, self.n_cells, dtype=self.dtype, impl=self.rnn_impl, name="rnn",
+               **GRU_INITS)(z)
     return FrameDecoder(self.size, self.out, self.nblocks, self.parity_bug, self.dtype,
                         self.axis_name, name="decoder")(h, train)
 

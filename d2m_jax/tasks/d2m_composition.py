@@ -112,7 +112,7 @@ class StyleExtractor:
       self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
                                        "std": state.feat_std})
     else:
-      self.module = StyleGRU(self.style_dim)
+      self.module = StyleGRU(self.style_dim, rnn_impl=m.get("rnn_impl", "auto"))
 
   def init(self, rng, stats):
     """Frozen style parameters: restored from ``style_workdir`` or the random fallback."""
@@ -161,9 +161,10 @@ class CompositionTask(Task):
     self.dtype = compute_dtype(config)
     self.stage1 = decomp.build_modules(self.m, self.dtype)
     dt = self.dtype
+    rnn_impl = m.get("rnn_impl", "auto")
     self.nets = {
-        "dance_enc": DanceEnc(m.z_dance, m.dance_hidden, dtype=dt),
-        "dance_dec": DanceDec(m.z_mov, 3, m.dance_hidden, dtype=dt),
+        "dance_enc": DanceEnc(m.z_dance, m.dance_hidden, dtype=dt, rnn_impl=rnn_impl),
+        "dance_dec": DanceDec(m.z_mov, 3, m.dance_hidden, dtype=dt, rnn_impl=rnn_impl),
         "audstyle_enc": AudstyleEnc(m.z_dance, dtype=dt),
         "dance_reg": Dance2Style(m.style_dim, dtype=dt),
         "dis_movement": DanceAudDis2(dtype=dt),

@@ -47,11 +47,13 @@ class DecompState(struct.PyTreeNode):
 def build_modules(model_cfg, dtype) -> Dict[str, nn.Module]:
   """The four stage-1 networks for ``config.model``."""
   m = model_cfg
+  rnn_impl = m.get("rnn_impl", "auto")
   return {
       "initp_enc": InitPoseEnc(m.z_init, m.init_hidden, dtype=dtype),
       "initp_dec": InitPoseDec(m.pose_size, m.init_hidden, dtype=dtype),
-      "movement_enc": MovementEnc(m.z_mov, m.hidden, dtype=dtype),
-      "stdp_dec": StandardPoseDec(m.pose_size, m.unit_length, m.hidden, dtype=dtype),
+      "movement_enc": MovementEnc(m.z_mov, m.hidden, dtype=dtype, rnn_impl=rnn_impl),
+      "stdp_dec": StandardPoseDec(m.pose_size, m.unit_length, m.hidden, dtype=dtype,
+                                  rnn_impl=rnn_impl),
   }
 
 

@@ -66,7 +66,7 @@ class KakashiTask(Task):
     self.chunk = int(round(m.chunk_seconds * self.fps))
     dtype = compute_dtype(config)
     self.model = Seq2Seq(out_dim=self.P, hidden=m.hidden, num_layers=m.num_layers,
-                         dropout=m.dropout, dtype=dtype)
+                         dropout=m.dropout, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.tx = common.make_optimizer(config.optim)
 
   # -- data ---------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class L2DClassifierTask(Task):
     self.J, self.C = int(m.joints), int(m.coords)
     self.k = int(m.num_clusters)
     dtype = compute_dtype(config)
-    self.model = DanceClassifier(self.k, m.hidden, dtype=dtype)
+    self.model = DanceClassifier(self.k, m.hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.tx = common.make_optimizer(config.optim)
 
   def synthetic_batch(self, batch_size, rng):

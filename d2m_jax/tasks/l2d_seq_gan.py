@@ -65,7 +65,7 @@ class SeqGANTask(Task):
     self.pose_task = PoseGANTask(config)
     dtype = compute_dtype(config)
     self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
-    self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype)
+    self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.g_tx = common.make_optimizer(config.optim)
     self.d_tx = common.make_optimizer(config.optim)
 

@@ -78,6 +78,7 @@ def audio_config(ablation: str = "default") -> ml_collections.ConfigDict:
   # Convolutions: 'im2col' (patches + matmul; much faster GP double backward on XLA:CPU),
   # 'xla' (lax.conv, cuDNN on GPU) or 'auto' (im2col on CPU, xla elsewhere). Same parameters.
   m.conv_impl = "auto"
+  m.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.pose_dim = 69
   c.optim.lr_g = 2e-4
   c.optim.lr_d = 2e-4
@@ -122,7 +123,8 @@ class WGANAudioTask(WGANTask):
     m = self.config.model
     return AudioSeqGenerator(m.encoder, m.enc_code, m.latent, m.noise, m.size, pose_dim,
                              m.nblocks_gen, m.n_cells, m.activ, m.enc_channels, m.enc_down,
-                             m.parity_residual_bug, self.dtype, axis_name, self._conv_impl)
+                             m.parity_residual_bug, self.dtype, axis_name, self._conv_impl,
+                             rnn_impl=m.get("rnn_impl", "auto"))
 
   def _critic(self):
     m = self.config.model

@@ -47,6 +47,7 @@ def seq_config(conditional: bool = False) -> ml_collections.ConfigDict:
   m.embed_dim = 4
   m.critic_dropout = 0.5      # conditional critic only
   m.conv_impl = "auto"        # critic convs: im2col on CPU (fast penalty double backward)
+  m.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.gamma = 10.0              # one-sided (WGAN-LP)
   m.eta = 50.0                # TV weight
   m.parity_residual_bug = False
@@ -66,7 +67,8 @@ class WGANSeqTask(WGANTask):
   def _gen(self, axis_name=None, pose_dim=69):
     m = self.config.model
     return SeqGenerator(m.noise, m.n_cells, m.size, pose_dim, m.nblocks_gen, m.num_classes,
-                        m.embed_dim, m.parity_residual_bug, self.dtype, axis_name)
+                        m.embed_dim, m.parity_residual_bug, self.dtype, axis_name,
+                        rnn_impl=m.get("rnn_impl", "auto"))
 
   def _critic(self):
     m = self.config.model
