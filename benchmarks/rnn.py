@@ -13,7 +13,13 @@ protocol of :mod:`benchmarks.common` (compile apart, warm-up, median/p90). Varia
 * ``in-scan``: the naive cell, ``x_t @ W_ih + h @ W_hh`` inside the scan body (two matmuls per
   step, T small input matmuls instead of one big one);
 * ``cudnn``: ``jax.experimental.rnn.lstm`` (cuDNN; LSTM only -- JAX has no cuDNN GRU,
-  jax-ml/jax#18867). It exists only on NVIDIA GPUs: on CPU/TPU the row says so.
+  jax-ml/jax#18867). It exists only on NVIDIA GPUs: on CPU/TPU the row says so;
+* ``scan`` | ``unrolled`` | ``pallas`` | ``auto``: the models' recurrence implementations
+  (``d2m_jax.nn.rnn.resolve_impl``; ``--unrolls=0`` = each one's default unroll); the record's
+  ``impl_resolved`` says what ran (``pallas`` falls back to ``unrolled`` for LSTMs and H > 64);
+  ``pallas-forced`` runs the fused GRU kernel at any H (W_hh then no longer fits on chip)::
+
+    python -m benchmarks.rnn --variants=scan,unrolled,pallas --unrolls=0 --kinds=gru
 
 GRU (3 gates) does 3/4 of an LSTM's (4 gates) matmul work at the same H; WeiyuDu measured GRU
 15-19 % faster in PyTorch (``jax_style_and_benchmarks.md`` §4.3). The table prints GRU/LSTM
@@ -22,6 +28,7 @@ ratios per variant so that can be checked here.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Any, Dict, List
 
@@ -30,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from d2m_jax.nn.rnn import recurrent_scan
+from d2m_jax.nn import rnn_pallas
+from d2m_jax.nn.rnn import recurrent_scan, resolve_impl
 
 # name: (input D, hidden H, steps T, what it is)
 SIZES = {
@@ -90,6 +98,22 @@ def scan_in_body(kind, p, x, unroll, dtype):
   return ys
 
 
+def scan_impl(kind, p, x, unroll, dtype, impl):
+  """(B, T, D) -> (T, B, H) hoisted, through ``recurrent_scan(impl=...)`` (or, for
+  ``pallas-forced``, the fused GRU kernel whatever H)."""
+  xp = jnp.einsum("btd,dg->tbg", x.astype(dtype), p["w_ih"].astype(dtype)).astype(jnp.float32)
+  xp = xp + p["b_ih"]
+  carry0 = _carry0(kind, x.shape[0], p["w_hh"].shape[0])
+  if impl == "pallas-forced" and kind == "gru":
+    return rnn_pallas.gru_layer_pallas(xp, carry0, p["w_hh"], p["b_hh"], dtype=dtype)[0]
+  impl = "pallas" if impl == "pallas-forced" else impl
+  return recurrent_scan(kind, xp, carry0, p["w_hh"], p["b_hh"], unroll=unroll, dtype=dtype,
+                        impl=impl)[0]
+
+
+IMPL_VARIANTS = ("scan", "unrolled", "pallas", "pallas-forced", "auto")
+
+
 def cudnn_available() -> bool:
   return any(d.platform == "gpu" for d in jax.local_devices()) and \
       "nvidia" in jax.local_devices()[0].device_kind.lower()
@@ -125,6 +149,8 @@ def measure(size: str, kind: str, variant: str, unroll: int, batch: int, dtype_n
   else:
     p = _params(jax.random.PRNGKey(0), kind, D, H)
     f = scan_hoisted if variant == "hoisted" else scan_in_body
+    if variant in IMPL_VARIANTS:
+      f = functools.partial(scan_impl, impl=variant)
     grad_fn = jax.grad(lambda p, x: jnp.sum(f(kind, p, x, unroll, dtype)), argnums=(0, 1))
     args = (p, x)
   flops = common.jaxpr_flops(grad_fn, *args)
@@ -133,6 +159,9 @@ def measure(size: str, kind: str, variant: str, unroll: int, batch: int, dtype_n
   rec = common.summarise(common.Timing(compile_s, times), examples=batch, num_devices=1,
                          flops=flops, kind=common.device_kind(), dtype=dtype_name)
   rec["sequences_frames_per_s"] = batch * T / rec["step_median_s"]
+  if variant in IMPL_VARIANTS:
+    rec["impl_resolved"] = "pallas" if variant == "pallas-forced" and kind == "gru" else \
+        resolve_impl(variant.replace("-forced", ""), kind, H)
   return rec
 
 
