@@ -16,7 +16,7 @@ install poisoned the cache that way (tracker issue 12). So:
 * :func:`import_librosa` imports librosa's gufunc modules holding a lock file in that folder
   (exclusive until the cache is known good, shared after), so first compilations never overlap.
 * :func:`ensure_warm` compiles every kernel the features use once, in a child process, on a
-  1 s signal, and records that in a marker file. If the child is killed by a signal (a cache
+  2 s signal, and records that in a marker file. If the child is killed by a signal (a cache
   poisoned by an older version, or by another program sharing the folder), the folder is moved
   aside and the warm-up retried once with a fresh one.
 """
@@ -106,16 +106,12 @@ def import_librosa():
 def warm_here():
   """Compiles (or loads) every kernel the features use, in this process (the warm-up child)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from d2m_jax.data import features  # pylint: disable=import-outside-toplevel
-  sr, fps = 22050, 25.0
-  t = np.arange(sr) / sr                       # 1 s: 120 BPM clicks over a quiet tone
-  y = 0.05 * np.sin(2 * np.pi * 220.0 * t)
-  for k in range(4):
-    n0 = int(k * 0.5 * sr)
-    y[n0:n0 + 400] += np.hanning(400) * np.sign(np.sin(np.arange(400)))
-  y = y.astype(np.float32)
-  features.compute_all(y, sr, fps, int(fps))
-  features.beat_frames(y, sr, fps, int(fps))
+  from d2m_jax.data import features, synthetic  # pylint: disable=import-outside-toplevel
+  fps, seconds = 25.0, 2.0                      # 2 s of the embedded default's cha-cha music
+  y = synthetic.synth_music("C", 120.0, seconds, 0.1, 50, np.random.default_rng(0))
+  y = np.asarray(y, np.float32)
+  features.compute_all(y, synthetic.SR, fps, int(fps * seconds))
+  features.beat_frames(y, synthetic.SR, fps, int(fps * seconds))
 
 
 def quarantine(path: str) -> str:
