@@ -154,6 +154,9 @@ def measure(size: str, kind: str, variant: str, unroll: int, batch: int, dtype_n
     grad_fn = jax.grad(lambda p, x: jnp.sum(f(kind, p, x, unroll, dtype)), argnums=(0, 1))
     args = (p, x)
   flops = common.jaxpr_flops(grad_fn, *args)
+  if variant in IMPL_VARIANTS:  # same maths; a pallas_call's jaxpr is one program, not the grid
+    flops = common.jaxpr_flops(jax.grad(lambda p, x: jnp.sum(scan_impl(
+        kind, p, x, 1, dtype, "scan")), argnums=(0, 1)), *args)
   compiled, compile_s = common.compile_aot(grad_fn, *args)
   times, _ = common.time_steps(lambda _: compiled(*args), None, **timing_kw)
   rec = common.summarise(common.Timing(compile_s, times), examples=batch, num_devices=1,
