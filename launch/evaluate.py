@@ -1,13 +1,22 @@
-r"""Evaluation table: real test set (real-vs-real) and each model, against the train reference.
+r"""Evaluation table: real test set (real-vs-real) and each model, against the train reference;
+music style classifiers on the same test sequences.
 
     python launch/evaluate.py --out_dir=runs/eval \
         --model=wgan=runs/wgan_audio --model=d2m=runs/d2m_composition \
-        --style_classifier=runs/dance_style
+        --style_classifier=runs/dance_style --style_model=paper=runs/style_paper
+
+    # sequences no model saw (raw Music-to-Dance layout; music-only folders count for style)
+    python launch/evaluate.py --out_dir=runs/eval_unseen --test_raw_dir=/path/to/held_out \
+        --model=d2m=runs/d2m_composition --style_model=runs/music_style
 
 Writes ``OUT_DIR/eval.json`` and ``OUT_DIR/eval.md`` (atomically): FID_k, FID_g, Div_k, Div_g,
-BAS (motion-beat convention, the default; and music-beat convention), PFC, style consistency and
-FID over the style classifier's features. The protocol (clip length, clip count, seeds, split)
-is fixed in ``d2m_jax/metrics/evaluation.py`` and recorded in the JSON.
+FID_k / Div_k in the AIST++ convention, BAS (motion-beat convention, the default; and music-beat
+convention), PFC, style consistency and FID over the style classifier's features; and per
+``--style_model`` ``music_style.<name>.{clip_accuracy, balanced_accuracy, sequence_accuracy,
+per_class, confusion}``. The test sequences are the data's test split, or with
+``--test_raw_dir`` every ``DANCE_*`` folder of that directory, preprocessed like the training data
+(each model normalises with the training statistics in its checkpoint). The protocol (clip length,
+clip count, seeds, split) is fixed in ``d2m_jax/metrics/evaluation.py`` and recorded in the JSON.
 """
 import os
 import sys
@@ -23,12 +32,34 @@ flags.DEFINE_string("raw_dir", os.path.join(os.path.dirname(REPO), "shared", "da
                                             "music_to_dance"), "Music-to-Dance raw folder.")
 flags.DEFINE_multi_string("model", [], "NAME=WORKDIR of a trained generator (repeatable).")
 flags.DEFINE_string("style_classifier", None, "Workdir of a trained dance_style classifier.")
+flags.DEFINE_multi_string("style_model", [], "[NAME=]WORKDIR of a trained music style "
+                          "classifier (style_paper / style_improved / music_style; repeatable).")
+flags.DEFINE_string("test_raw_dir", None, "Evaluate on the DANCE_* folders of this directory "
+                    "(raw Music-to-Dance layout) instead of the data's test split.")
 flags.DEFINE_string("out_dir", None, "Where eval.json / eval.md go.")
 flags.DEFINE_integer("split_seed", 0, "Split seed (the data pipeline's default is 0).")
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
                   "--nocompilation_cache turns it off.")
 flags.mark_flag_as_required("out_dir")
+
+
+def _workdirs(specs, flag, need_name):
+  """[(name, workdir)] from NAME=WORKDIR (or WORKDIR: name = its basename) specs."""
+  out = []
+  for spec in specs:
+    if "=" in spec:
+      name, wd = spec.split("=", 1)
+    elif need_name:
+      raise ValueError(f"--{flag}={spec!r}: expected NAME=WORKDIR")
+    else:
+      name, wd = os.path.basename(os.path.normpath(spec)), spec
+    if not os.path.isdir(wd):
+      raise ValueError(f"--{flag} {name}: workdir {wd} not found")
+    if name in [n for n, _ in out]:
+      raise ValueError(f"--{flag}: name {name!r} given twice")
+    out.append((name, wd))
+  return out
 
 
 def main(argv):
@@ -38,64 +69,102 @@ def main(argv):
   compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from d2m_jax.data.skeleton import STYLES  # pylint: disable=import-outside-toplevel
   from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
+  from d2m_jax.metrics import style_eval, unseen  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
 
-  models = []
-  for spec in FLAGS.model:
-    if "=" not in spec:
-      print(f"error: --model={spec!r}: expected NAME=WORKDIR", file=sys.stderr)
-      return 2
-    name, wd = spec.split("=", 1)
-    if not os.path.isdir(wd):
-      print(f"error: --model {name}: workdir {wd} not found", file=sys.stderr)
-      return 2
-    models.append((name, wd))
-  t_all = time.perf_counter()
   try:
-    data = ev.load_real_sequences(FLAGS.raw_dir, split_seed=FLAGS.split_seed)
+    models = _workdirs(FLAGS.model, "model", need_name=True)
+    style_models = _workdirs(FLAGS.style_model, "style_model", need_name=False)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  t_all = time.perf_counter()
+  items = None   # unseen.TestSequence per test sequence with audio (music style, generation)
+  try:
+    if FLAGS.test_raw_dir:
+      items = unseen.load_raw_dir(FLAGS.test_raw_dir)
+      gen_seqs = [ev.eval_sequence(it.processed, it.has_motion) for it in items]
+      test = [s for s, it in zip(gen_seqs, items) if it.has_motion]
+      need_ref = bool(models or test or FLAGS.style_classifier)
+      train = ev.load_real_sequences(FLAGS.raw_dir, ("train",), split_seed=FLAGS.split_seed,
+                                     audio_splits=())["train"] if need_ref else []
+      seen = sorted({s.name for s in train} & {it.name for it in items})
+      if seen:
+        print(f"warning: {FLAGS.test_raw_dir} has sequence names of the training split: {seen}")
+    else:
+      data = ev.load_real_sequences(FLAGS.raw_dir, split_seed=FLAGS.split_seed)
+      train, test = data["train"], data["test"]
+      gen_seqs = test
+      if style_models:
+        items = ev.processed_test_sequences()
   except DataError as e:
     print(f"error: bad data: {e}", file=sys.stderr)
     return 2
-  train, test = data["train"], data["test"]
-  ref = ev.clip_features([s.pose for s in train], train, roots=[s.root for s in train])
-  real = ev.clip_features([s.pose for s in test], test, roots=[s.root for s in test])
-  classifier, ref_cls, clf_info = None, None, None
-  if FLAGS.style_classifier:
-    state, cfg, task = restore_workdir(FLAGS.style_classifier)
-    classifier = (task, state)
-    _, ref_cls = task.classify(state, ref.clips)
-    clf_info = dict(workdir=FLAGS.style_classifier, step=int(state.step))
-  rows = {"real test (real-vs-real)": ev.row_metrics(real, ref, classifier, ref_cls)}
-  if classifier is not None:
-    clf_info["test_clip_accuracy"] = rows["real test (real-vs-real)"]["style_acc"]
-  timings = {}
+  rows, timings, classifier, ref_cls, clf_info = {}, {}, None, None, None
+  if train:
+    ref = ev.clip_features([s.pose for s in train], train, roots=[s.root for s in train])
+    if FLAGS.style_classifier:
+      state, cfg, task = restore_workdir(FLAGS.style_classifier)
+      classifier = (task, state)
+      _, ref_cls = task.classify(state, ref.clips)
+      clf_info = dict(workdir=FLAGS.style_classifier, step=int(state.step))
+    if any(s.pose.shape[0] >= ev.CLIP_FRAMES for s in test):
+      real = ev.clip_features([s.pose for s in test], test, roots=[s.root for s in test])
+      rows["real test (real-vs-real)"] = ev.row_metrics(real, ref, classifier, ref_cls)
+      if classifier is not None:
+        clf_info["test_clip_accuracy"] = rows["real test (real-vs-real)"]["style_acc"]
   for name, wd in models:
     t0 = time.perf_counter()
     state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
+    names = tuple(getattr(task, "generation_features", ()))
     dances = []
-    for seq in test:
-      music = generate.music_from_wave(seq.wave, seq.sr, fps,
-                                       tuple(getattr(task, "generation_features", ())),
-                                       num_frames=seq.pose.shape[0], path=seq.name,
-                                       beats=seq.beats)
+    for i, seq in enumerate(gen_seqs):
+      if FLAGS.test_raw_dir:
+        music = generate.music_from_processed(items[i].processed, names)
+      else:
+        music = generate.music_from_wave(seq.wave, seq.sr, fps, names,
+                                         num_frames=seq.pose.shape[0], path=seq.name,
+                                         beats=seq.beats)
       dances.append(generate.generate_dance(task, state, music, num_samples=1,
                                             seed=ev.SEED)[0])
-    rows[name] = ev.row_metrics(ev.clip_features(dances, test), ref, classifier, ref_cls)
+    rows[name] = ev.row_metrics(ev.clip_features(dances, gen_seqs), ref, classifier, ref_cls)
     rows[name]["workdir"] = wd
     rows[name]["step"] = int(np.asarray(state.step))
     timings[name] = time.perf_counter() - t0
     print(f"{name}: {rows[name]}", flush=True)
+  music_style = {}
+  for name, wd in style_models:
+    t0 = time.perf_counter()
+    state, cfg, task = restore_workdir(wd)
+    try:
+      rep = style_eval.evaluate_model(task, state, items, STYLES)
+    except ValueError as e:
+      print(f"error: --style_model {name} ({wd}): {e}", file=sys.stderr)
+      return 2
+    rep.update(workdir=wd, step=int(np.asarray(state.step)), config_task=str(cfg.task))
+    music_style[name] = rep
+    timings[f"style:{name}"] = time.perf_counter() - t0
+    print(f"{name}: clip acc {rep['clip_accuracy']:.3f}, balanced {rep['balanced_accuracy']:.3f},"
+          f" sequences {rep['sequence_accuracy']:.3f} ({rep['sequences']})", flush=True)
   protocol = dict(clip_frames=ev.CLIP_FRAMES, fps=ev.FPS, max_clips_per_sequence=
                   ev.MAX_CLIPS_PER_SEQUENCE, seed=ev.SEED, split_seed=FLAGS.split_seed,
-                  reference="train split clips", reference_clips=int(ref.kinetic.shape[0]),
-                  test_sequences=[s.name for s in test], bas_default="motion beats (FACT)",
-                  bas_sigma_s=3 / 60, kinetic_window_frames=1)
-  result = dict(rows=rows, protocol=protocol, classifier=clf_info,
+                  reference="train split clips", reference_clips=int(ref.kinetic.shape[0])
+                  if train else 0, test_raw_dir=FLAGS.test_raw_dir,
+                  test_sequences=[s.name for s in test],
+                  generation_sequences=[s.name for s in gen_seqs],
+                  style_sequences=[it.name for it in items] if items else [],
+                  bas_default="motion beats (FACT)", bas_sigma_s=3 / 60,
+                  kinetic_window_frames=1, kinetic_conventions=["ours", "aist"])
+  result = dict(rows=rows, protocol=protocol, classifier=clf_info, music_style=music_style,
                 seconds=time.perf_counter() - t_all, model_seconds=timings)
   paths = ev.write_outputs(FLAGS.out_dir, result)
-  print(ev.markdown_table(rows))
+  if rows:
+    print(ev.markdown_table(rows))
+  if music_style:
+    print(style_eval.markdown_table(music_style))
   print(f"wrote {paths['markdown']} and {paths['json']}")
   return 0
 

@@ -30,8 +30,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64.
 
   When ``sqrtm(sigma1 @ sigma2)`` is not finite (singular product), ``eps * I`` is added to both
-  covariances, as the reference implementations do; a small imaginary part from numerical error
-  is dropped (a large one raises).
+  covariances, as the reference implementations do; the same fallback is used when the product
+  is singular enough that sqrtm returns a large imaginary part (few samples in a high dimension:
+  the reference code raises there). A small imaginary part from numerical error is dropped; a
+  large one after the fallback switches to :func:`trace_sqrt_product` (same value in exact
+  arithmetic, real by construction).
   """
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
@@ -41,15 +44,31 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
   with warnings.catch_warnings():  # singular products are expected with few samples
     warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
     covmean = scipy.linalg.sqrtm(s1 @ s2)
-  if not np.isfinite(covmean).all():
+  if not np.isfinite(covmean).all() or _large_imaginary(covmean):
     offset = np.eye(s1.shape[0]) * eps
-    covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
-  if np.iscomplexobj(covmean):
-    if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-      raise ValueError(f"sqrtm has a large imaginary component {np.max(np.abs(covmean.imag))}")
-    covmean = covmean.real
-  value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+      covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+  if _large_imaginary(covmean):  # still ill-conditioned: the symmetric form, real by construction
+    tr_covmean = trace_sqrt_product(s1, s2)
+  else:
+    tr_covmean = float(np.trace(covmean.real))
+  value = diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean
   return float(max(value, 0.0))  # the true distance is >= 0; negatives are rounding error
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+  """``Tr((S1 S2)^(1/2))`` for PSD S1, S2 as ``sum sqrt(eig(S1^(1/2) S2 S1^(1/2)))``: the matrices
+  are similar (same eigenvalues), and the symmetric one's are real and >= 0 (negative rounding
+  clipped)."""
+  w, v = np.linalg.eigh(np.asarray(s1, np.float64))
+  r1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+  m = r1 @ np.asarray(s2, np.float64) @ r1
+  return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
+
+
+def _large_imaginary(m: np.ndarray) -> bool:
+  return bool(np.iscomplexobj(m) and not np.allclose(np.diagonal(m).imag, 0, atol=1e-3))
 
 
 def normalise_features(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
