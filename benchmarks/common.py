@@ -277,10 +277,32 @@ def summarise(timing: Timing, *, examples: int, num_devices: int, flops: Optiona
 # ----------------------------------------------------------------------------------------------
 # Output
 
+def commit() -> Optional[str]:
+  """The code's commit: ``$D2M_COMMIT`` (set by ``benchmarks/gpu_suite.sh`` from the packed
+  ``COMMIT`` file where the copy has no ``.git``), else ``git rev-parse``; ``+dirty`` when the
+  working tree differs from it."""
+  env = os.environ.get("D2M_COMMIT")
+  if env:
+    return env
+  import subprocess
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                          text=True, timeout=10)
+    if head.returncode:
+      return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def environment() -> Dict[str, Any]:
-  """Device, versions, date: stamped on every record."""
+  """Device, versions, commit, date: stamped on every record."""
   d = jax.local_devices()[0]
   return {
+      "commit": commit(),
       "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
       "device_kind": device_kind(d),
       "device_name": getattr(d, "device_kind", d.platform),

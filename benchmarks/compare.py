@@ -5,8 +5,10 @@
 
 Both sides train on a fixed synthetic batch already on the device: JAX through the task's
 ``train_step`` (jitted, state donated; compile excluded), PyTorch through
-``benchmarks.torch_reference`` (eager; ``torch.compile`` as an extra row with
-``--torch_compile``). Rounds alternate JAX, torch (each thread count), JAX, ... so that a noisy,
+``benchmarks.torch_reference``: eager in the compute dtype (modules cast, RNN weights flattened),
+in bfloat16 also the AMP row (float32 modules, bfloat16 autocast), and ``torch.compile`` as an
+extra row with ``--torch_compile``. ``--variants_json`` times several JAX rows (e.g. one per
+``model.rnn_impl``); each JAX row's ``ratio_vs_best_peer`` is against the fastest PyTorch row. Rounds alternate JAX, torch (each thread count), JAX, ... so that a noisy,
 shared machine slows both alike; every step is timed on its own (JAX: ``block_until_ready``;
 torch: synchronous on CPU, ``torch.cuda.synchronize`` on GPU) and the medians over all rounds
 are compared. The ratio printed is JAX examples/s / PyTorch examples/s.
@@ -17,10 +19,12 @@ cores); while one framework runs the other is idle.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
-from typing import Any, Dict, List
+import warnings
+from typing import Any, Dict, List, Optional
 
 import jax
 
@@ -46,88 +50,177 @@ def _time_torch(peer, steps: int, device: str, cpu: List[float]) -> List[float]:
   return out
 
 
+def _impl_fields(overrides) -> Dict[str, Any]:
+  o = overrides or {}
+  return {"rnn_impl": o.get("model.rnn_impl"), "conv_impl": o.get("model.conv_impl")}
+
+
+def _peer_rows(dtype: str, torch_threads, torch_compile: bool):
+  """(row name, threads, build kwargs) of the PyTorch rows for a JAX compute ``dtype``.
+
+  float32: eager float32 per thread count (+ ``torch.compile``); bfloat16: eager with the modules
+  cast to bfloat16 per thread count, AMP (float32 modules, bfloat16 autocast), and
+  ``torch.compile`` of the AMP step. Every row is a same-dtype competitor of the JAX rows.
+  """
+  rows = [(f"torch eager {dtype}, {th} thr", th, {"cast": dtype, "amp": False, "compile": False})
+          for th in torch_threads]
+  th = torch_threads[0]
+  if dtype == "bfloat16":
+    rows.append((f"torch AMP bf16, {th} thr", th,
+                 {"cast": "float32", "amp": True, "compile": False}))
+  if torch_compile:
+    amp = dtype == "bfloat16"
+    rows.append((f"torch.compile{' AMP bf16' if amp else ' ' + dtype}, {th} thr", th,
+                 {"cast": "float32" if amp else dtype, "amp": amp, "compile": True}))
+  return rows
+
+
 def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
             steps: int = 3, torch_threads=(1, 2), torch_compile: bool = False,
-            overrides=None, out=None) -> List[Dict[str, Any]]:
-  import torch
+            overrides=None, out=None, jax_variants=None,
+            deadline_s: Optional[float] = None) -> List[Dict[str, Any]]:
+  """Times JAX (one row per variant) against the PyTorch rows, alternating; returns records.
+
+  ``jax_variants``: [(label, overrides)] timed as separate JAX rows on top of ``overrides``
+  (e.g. ``[("scan", {"model.rnn_impl": "scan"}), ...]``); default one row. Order of work: the
+  first variant, the PyTorch rows, then the further variants, then the rounds. ``deadline_s``
+  (seconds from the call): a further variant is compiled only if 1.3x the slowest compile so far
+  plus a reserve still fits, ``torch.compile`` only if 60 s are left, and no round starts after
+  it (at least one round always runs); what is skipped leaves a record saying so.
+  """
+  try:
+    import torch
+  except ImportError:  # JAX rows only (--allow_no_torch)
+    torch = None
   from benchmarks import torch_reference
 
-  env = common.environment()
-  device = _torch_device()
-  # --- JAX side
-  bench = ts.Bench(model, dtype, overrides=overrides)
-  task, state, jbatch, examples = bench.setup(batch)
-  fn = lambda s, b: task.train_step(s, b)  # noqa: E731
-  compiled, compile_s = common.compile_aot(fn, state, jbatch, donate_argnums=(0,))
-  holder = [state]
+  t_start = time.perf_counter()
 
-  def jax_steps(n, cpu=None):
+  def left() -> float:
+    return float("inf") if deadline_s is None else deadline_s - (time.perf_counter() - t_start)
+
+  env = common.environment()
+  device = _torch_device() if torch else None
+  variants = list(jax_variants or [("default", {})])
+  base = {"bench": "compare", "model": model, "batch": batch, "dtype": dtype, **env,
+          "torch": torch.__version__ if torch else None, "torch_device": device}
+  records: List[Dict[str, Any]] = []
+  jax_rows: Dict[str, Dict[str, Any]] = {}
+  state_of = {"examples": None, "bench": None, "slowest": 0.0}
+
+  def jax_steps(row, n, cpu=None):
     ts_ = []
     for _ in range(n):
       t0, c0 = time.perf_counter(), time.process_time()
-      holder[0] = jax.block_until_ready(compiled(holder[0], jbatch)[0])
+      row["holder"][0] = jax.block_until_ready(row["compiled"](row["holder"][0], row["batch"])[0])
       ts_.append(time.perf_counter() - t0)
       if cpu is not None:
         cpu.append(time.process_time() - c0)
     return ts_
 
-  jax_steps(2)  # warm-up
+  def add_variant(label, extra, reserve_s: float):
+    ov = dict(overrides or {}, **extra)
+    name = f"jax (jit) {label}" if len(variants) > 1 else "jax (jit)"
+    info = {**base, "framework": name, "jax_variant": label, **_impl_fields(ov),
+            "overrides": dict(ts.BENCH_OVERRIDES.get(model, {}), **ov)}
+    if jax_rows and left() < 1.3 * state_of["slowest"] + reserve_s:
+      records.append({**info, "skipped": f"deadline: {max(0.0, left()):.0f} s left, compiles "
+                                         f"took up to {state_of['slowest']:.0f} s"})
+      common.log(f"[compare] {name}: skipped (deadline)")
+      return
+    bench = ts.Bench(model, dtype, overrides=ov)
+    task, state, jbatch, ex = bench.setup(batch)
+    state_of["examples"] = ex if state_of["examples"] is None else state_of["examples"]
+    state_of["bench"] = state_of["bench"] or bench
+    fn = lambda s, b, task=task: task.train_step(s, b)  # noqa: E731
+    compiled, compile_s = common.compile_aot(fn, state, jbatch, donate_argnums=(0,))
+    state_of["slowest"] = max(state_of["slowest"], compile_s)
+    common.log(f"[compare] {name}: compiled in {compile_s:.1f} s")
+    row = {"info": info, "compiled": compiled, "holder": [state], "batch": jbatch,
+           "compile_s": compile_s}
+    jax_steps(row, 2)  # warm-up
+    jax_rows[name] = row
+
+  # --- JAX: the first variant
+  add_variant(*variants[0], reserve_s=0.0)
+  examples, bench = state_of["examples"], state_of["bench"]
   # --- torch side
-  tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
   pose = bench.config.model.get("pose_size", 28) if "model" in bench.config else 28
   kw = {"pose": pose} if model.startswith("d2m_") else {}
+  tdtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16} if torch else {}
   peers = {}
-  for th in torch_threads:
+  for name, th, spec in _peer_rows(dtype, torch_threads, torch_compile) if torch else []:
     torch.set_num_threads(th)
-    peers[f"torch eager, {th} thr"] = (th, torch_reference.build(
-        model, batch, device=device, dtype=tdtype, **kw))
-  if torch_compile:
-    th = torch_threads[0]
-    torch.set_num_threads(th)
+    info = {**base, "framework": name, "torch_threads": th, "peer_impl": name.split(",")[0],
+            "peer_cast": spec["cast"], "peer_amp": spec["amp"], "peer_compile": spec["compile"]}
+    if spec["compile"] and left() < 60:
+      records.append({**info, "skipped": f"deadline: {max(0.0, left()):.0f} s left for "
+                                         "torch.compile"})
+      common.log(f"[compare] {name}: skipped (deadline)")
+      continue
     try:
-      p = torch_reference.build(model, batch, device=device, dtype=tdtype, compile=True, **kw)
-      t0 = time.perf_counter()
-      p.step()
-      common.log(f"[compare] torch.compile first step {time.perf_counter() - t0:.1f} s")
-      peers[f"torch.compile, {th} thr"] = (th, p)
+      with warnings.catch_warnings(record=True) as caught:  # e.g. cuDNN RNN weight compaction
+        warnings.simplefilter("always")
+        p = torch_reference.build(model, batch, device=device, dtype=tdtypes[spec["cast"]],
+                                  amp=spec["amp"], compile=spec["compile"], **kw)
+        t0 = time.perf_counter()
+        p.step()
+        p.step()  # warm-up (torch.compile compiles here)
+        info["compile_s"] = time.perf_counter() - t0
+      info["peer_warnings"] = sorted({str(w.message).splitlines()[0][:200] for w in caught})
+      for w in info["peer_warnings"]:
+        common.log(f"[compare] {name} warned: {w}")
     except Exception as e:  # noqa: BLE001  (inductor needs a C++ toolchain on CPU)
-      common.log(f"[compare] torch.compile failed: {type(e).__name__}: {str(e)[:200]}")
-  for name, (th, p) in peers.items():
-    torch.set_num_threads(th)
-    for _ in range(2):
-      p.step()  # warm-up
-  if any(p.examples != examples for _, p in peers.values()):
+      msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+      common.log(f"[compare] {name} failed: {msg}")
+      records.append({**info, "skipped": f"failed: {msg}"})
+      continue
+    peers[name] = (th, p, info)
+  if any(p.examples != examples for _, p, _ in peers.values()):
     common.log(f"[compare] WARNING: examples per step differ: JAX {examples}, torch "
-               f"{[p.examples for _, p in peers.values()]}")
+               f"{[p.examples for _, p, _ in peers.values()]}")
+  # --- JAX: further variants, while they fit (reserve: one round of every row so far)
+  for label, extra in variants[1:]:
+    add_variant(label, extra, reserve_s=15.0)
   # --- alternating rounds
-  times: Dict[str, List[float]] = {"jax": []}
+  times: Dict[str, List[float]] = {k: [] for k in jax_rows}
   times.update({k: [] for k in peers})
   cpu: Dict[str, List[float]] = {k: [] for k in times}
+  round_s = 0.0
   for r in range(rounds):
-    times["jax"] += jax_steps(steps, cpu["jax"])
-    for name, (th, p) in peers.items():
+    if r > 0 and left() < round_s:
+      common.log(f"[compare] deadline: stopping after {r} round(s)")
+      break
+    r0 = time.perf_counter()
+    for name, row in jax_rows.items():
+      times[name] += jax_steps(row, steps, cpu[name])
+    for name, (th, p, _) in peers.items():
       torch.set_num_threads(th)
       times[name] += _time_torch(p, steps, device, cpu[name])
+    round_s = time.perf_counter() - r0
     common.log(f"[compare] round {r + 1}/{rounds}: " + ", ".join(
         f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in times.items()))
-  jax_med = statistics.median(times["jax"])
-  records = []
-  base = {"bench": "compare", "model": model, "batch": batch, "dtype": dtype, **env,
-          "torch": torch.__version__, "torch_device": device,
-          "overrides": dict(ts.BENCH_OVERRIDES.get(model, {}), **(overrides or {}))}
-  jax_cpu = statistics.median(cpu["jax"])
-  rec = {**base, "framework": "jax (jit)", "compile_s": compile_s, "step_median_s": jax_med,
-         "step_times_s": times["jax"], "cpu_s_per_step": jax_cpu,
-         "examples_per_s": examples / jax_med, "examples_per_step": examples, "ratio": 1.0,
-         "cpu_ratio": 1.0}
-  records.append(rec)
-  for name, (th, p) in peers.items():
+  peer_eps = {name: p.examples / statistics.median(times[name]) for name, (_, p, _) in
+              peers.items()}
+  best_peer = max(peer_eps, key=peer_eps.get) if peer_eps else None
+  first_jax = None
+  for name, row in jax_rows.items():
     med = statistics.median(times[name])
     c = statistics.median(cpu[name])
-    records.append({**base, "framework": name, "torch_threads": th, "step_median_s": med,
-                    "step_times_s": times[name], "cpu_s_per_step": c,
-                    "examples_per_step": p.examples, "examples_per_s": p.examples / med,
-                    "ratio": (examples / jax_med) / (p.examples / med),
+    eps = examples / med
+    first_jax = first_jax or (eps, c)
+    records.append({**row["info"], "compile_s": row["compile_s"], "step_median_s": med,
+                    "step_times_s": times[name], "cpu_s_per_step": c, "examples_per_s": eps,
+                    "examples_per_step": examples, "best_peer": best_peer,
+                    "ratio_vs_best_peer": eps / peer_eps[best_peer] if best_peer else None})
+  jax_eps, jax_cpu = first_jax or (None, None)
+  for name, (th, p, info) in peers.items():
+    med = statistics.median(times[name])
+    c = statistics.median(cpu[name])
+    records.append({**info, "step_median_s": med, "step_times_s": times[name],
+                    "cpu_s_per_step": c, "examples_per_step": p.examples,
+                    "examples_per_s": p.examples / med,
+                    "ratio": jax_eps / (p.examples / med),
                     "cpu_ratio": (examples / jax_cpu) / (p.examples / c)})
   for r in records:
     r.update(ts.original_cpu(model, batch))
@@ -137,10 +230,11 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
 
 def table(records) -> str:
   return common.markdown_table(
-      records, ["model", "batch", "dtype", "framework", "step_median_s", "examples_per_s",
-                "ratio", "cpu_s_per_step", "cpu_ratio"],
+      [r for r in records if "step_median_s" in r],
+      ["model", "batch", "dtype", "framework", "step_median_s", "examples_per_s",
+       "ratio", "cpu_s_per_step", "cpu_ratio", "ratio_vs_best_peer"],
       ["model", "B", "dtype", "framework", "median s/step", "ex/s", "JAX speed-up (wall)",
-       "CPU s/step", "JAX speed-up (CPU time)"])
+       "CPU s/step", "JAX speed-up (CPU time)", "JAX / best peer"])
 
 
 def main(argv=None) -> int:
@@ -153,18 +247,38 @@ def main(argv=None) -> int:
   p.add_argument("--torch_threads", default="1,2")
   p.add_argument("--torch_compile", action="store_true")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--variants_json", default=None,
+                 help='JAX rows as JSON [[label, {"key": "value"}], ...], e.g. '
+                      '\'[["scan", {"model.rnn_impl": "scan"}], ["unrolled", '
+                      '{"model.rnn_impl": "unrolled"}]]\'')
+  p.add_argument("--deadline_s", type=float, default=None,
+                 help="stop compiling further variants / starting rounds after this many s")
+  p.add_argument("--allow_no_torch", action="store_true",
+                 help="without PyTorch, time the JAX rows only (instead of exit 2)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
+  variants = None
+  if a.variants_json:
+    try:
+      variants = [(str(lbl), {str(k): str(v) for k, v in ov.items()})
+                  for lbl, ov in json.loads(a.variants_json)]
+    except (ValueError, TypeError, AttributeError) as e:
+      print(f"compare: --variants_json: {e}", file=sys.stderr)
+      return 2
   try:
     import torch  # noqa: F401
   except ImportError:
-    print("compare: PyTorch is not installed (see benchmarks/requirements-torch.txt; install it "
-          "outside the venv and put it on PYTHONPATH)", file=sys.stderr)
-    return 2
+    if a.allow_no_torch:
+      print("compare: PyTorch is not installed: JAX rows only", file=sys.stderr)
+    else:
+      print("compare: PyTorch is not installed (see benchmarks/requirements-torch.txt; install it "
+            "outside the venv and put it on PYTHONPATH)", file=sys.stderr)
+      return 2
   try:
     recs = compare(a.model, a.batch, dtype=a.dtype, rounds=a.rounds, steps=a.steps,
                    torch_threads=[int(x) for x in a.torch_threads.split(",")],
-                   torch_compile=a.torch_compile, overrides=ts.parse_sets(a.set), out=a.out)
+                   torch_compile=a.torch_compile, overrides=ts.parse_sets(a.set), out=a.out,
+                   jax_variants=variants, deadline_s=a.deadline_s)
   except FileNotFoundError as e:
     print(f"compare: {e}", file=sys.stderr)
     return 2

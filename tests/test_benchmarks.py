@@ -170,7 +170,27 @@ def test_run_all_report_writes_tables_and_plots(tmp_path):
         "framework": fw, "examples_per_s": eps, "step_median_s": 32 / eps,
         "ratio": 1000.0 / eps, **env})
   text = run_all.report(str(tmp_path))
-  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 | - | - |" in text
+  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 | - | - | - |" in text
   assert (tmp_path / "results.md").read_text() == text
   for png in ("throughput_style_paper.png", "jax_vs_torch.png"):
     assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dtype_curves_figures_and_plot(tmp_path):
+  from benchmarks import dtype_curves
+  rows = [{"step": 0, "perf/compile_seconds": 1.0}]
+  rows += [{"step": 10 * i, "train/loss": float(v)} for i, v in enumerate([4, 3, 2, 1], 1)]
+  rows.append({"step": 40, "eval_test/accuracy": 0.5})
+  figs = dtype_curves.final_figures(rows, tail=4)
+  assert figs["train_loss_tail_mean"] == pytest.approx(2.5)
+  assert figs["train_loss_tail_halves_diff"] == pytest.approx(2.0)  # |mean(4,3) - mean(2,1)|
+  assert figs["steps"] == 40 and figs["eval_test/accuracy"] == 0.5
+  for dt in ("f32", "bf16"):
+    (tmp_path / dt).mkdir()
+    (tmp_path / dt / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  out = tmp_path / "c.png"
+  assert dtype_curves.main([f"--run=m:{tmp_path / 'f32'},{tmp_path / 'bf16'}",
+                            f"--out={out}"]) == 0
+  assert out.read_bytes()[:4] == b"\x89PNG"
+  assert dtype_curves.main([f"--run=m:{tmp_path / 'f32'},{tmp_path / 'nope'}",
+                            f"--out={out}"]) == 2

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.torch_reference import Peer
+from benchmarks.torch_reference import Peer, autocast, prepare
 
 
 def _mlp_block(i, o):
@@ -186,11 +186,11 @@ def kld_coef(it):
 # ----------------------------------------------------------------------------------------------
 
 def build_decomposition(batch_size: int, *, device="cpu", dtype=torch.float32, pose: int = 28,
-                        compile: bool = False) -> Peer:
+                        compile: bool = False, amp: bool = False) -> Peer:
   """One DU-VAE iteration: forward, one backward of the summed loss, four Adams."""
   mods = nn.ModuleDict({"initp_enc": InitPoseEnc(pose), "initp_dec": InitPoseDec(pose),
                         "movement_enc": MovementEnc(pose), "stdp_dec": StandardPoseDec(pose)})
-  mods.to(device=device, dtype=dtype)
+  prepare(mods.to(device=device, dtype=dtype))
   opts = {k: _adam(m, 2e-4) for k, m in mods.items()}
   g = torch.Generator().manual_seed(0)
   x = torch.randn(batch_size, 32, pose, generator=g)
@@ -222,7 +222,8 @@ def build_decomposition(batch_size: int, *, device="cpu", dtype=torch.float32, p
   def step():
     for o in opts.values():
       o.zero_grad(set_to_none=True)
-    loss = fwd(x1, x2, 0.01 * kld_coef(it[0]))
+    with autocast(device, amp):
+      loss = fwd(x1, x2, 0.01 * kld_coef(it[0]))
     loss.backward()
     _clip(mods["movement_enc"])
     _clip(mods["stdp_dec"])
@@ -231,27 +232,32 @@ def build_decomposition(batch_size: int, *, device="cpu", dtype=torch.float32, p
     it[0] += 1
 
   return Peer(step, batch_size, sum(p.numel() for p in mods.parameters()),
-              "DU-VAE, one unit pair per example, 4 Adams, clip 0.5 (movement_enc, stdp_dec)")
+              "DU-VAE, one unit pair per example, 4 Adams, clip 0.5 (movement_enc, stdp_dec)", mods)
 
 
 def build_composition(batch_size: int, *, device="cpu", dtype=torch.float32, pose: int = 28,
-                      compile: bool = False) -> Peer:
-  """One composition iteration: D step, G step, style-regression step (recomputed forward)."""
-  if compile:
-    raise NotImplementedError("torch.compile row not offered for composition (three phases "
-                              "with optimiser steps between them)")
+                      compile: bool = False, amp: bool = False) -> Peer:
+  """One composition iteration: D step, G step, style-regression step (recomputed forward).
+
+  ``compile``: every module wrapped in ``torch.compile`` (the optimiser steps between the three
+  phases stay eager); ``amp``: the forward passes under bfloat16 autocast.
+  """
   m = nn.ModuleDict({
       "initp_enc": InitPoseEnc(pose), "movement_enc": MovementEnc(pose),
       "stdp_dec": StandardPoseDec(pose), "dance_enc": DanceEnc(), "dance_dec": DanceDec(),
       "audstyle_enc": AudstyleEnc(), "dance_reg": Dance2Style(),
       "dance_aud_dis": DanceAudDis2(length=3), "zdance_dis": DanceAudDis2(length=1),
       "style_extractor": PaperStyleExtractor()})
-  m.to(device=device, dtype=dtype)
+  prepare(m.to(device=device, dtype=dtype))
   for k in ("initp_enc", "movement_enc", "style_extractor"):
     m[k].requires_grad_(False)
   opt = {k: _adam(m[k], 2e-4) for k in ("dance_enc", "dance_dec", "audstyle_enc", "dance_reg",
                                         "dance_aud_dis", "zdance_dis")}
   opt["stdp_dec"] = _adam(m["stdp_dec"], 2e-5)
+  trained = sum(p.numel() for k in opt for p in m[k].parameters())
+  modules = m
+  if compile:  # same parameters, compiled forwards (optimisers hold the parameters already)
+    m = {k: torch.compile(v) for k, v in m.items()}
   g = torch.Generator().manual_seed(0)
   B = batch_size
   units = torch.randn(B, 3, 32, pose, generator=g).to(device=device, dtype=dtype)
@@ -262,6 +268,10 @@ def build_composition(batch_size: int, *, device="cpu", dtype=torch.float32, pos
   discs = (m["dance_aud_dis"], m["zdance_dis"])
 
   def step():
+    with autocast(device, amp):
+      _step()
+
+  def _step():
     seq = units.reshape(3 * B, 32, pose)
     with torch.no_grad():
       aud_style = m["style_extractor"](aud)
@@ -321,9 +331,9 @@ def build_composition(batch_size: int, *, device="cpu", dtype=torch.float32, pos
       _clip(m[k])
       opt[k].step()
 
-  trained = sum(p.numel() for k in opt for p in m[k].parameters())
   return Peer(step, batch_size, trained,
-              "composition: D, G, style phases; frozen encoders under no_grad; phase 3 recomputed")
+              "composition: D, G, style phases; frozen encoders under no_grad; phase 3 recomputed",
+              modules)
 
 
 def param_counts(pose: int = 28):

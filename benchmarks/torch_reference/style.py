@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmarks.torch_reference import Peer
+from benchmarks.torch_reference import Peer, autocast, prepare
 
 
 class StyleClassifier(nn.Module):
@@ -41,9 +41,10 @@ class StyleClassifier(nn.Module):
 
 
 def build(batch_size: int, *, variant: str = "paper", device: str = "cpu",
-          dtype=torch.float32, num_classes: int = 4, compile: bool = False) -> Peer:
+          dtype=torch.float32, num_classes: int = 4, compile: bool = False,
+          amp: bool = False) -> Peer:
   frames = 30 if variant == "paper" else 59
-  model = StyleClassifier(variant, num_classes).to(device=device, dtype=dtype)
+  model = prepare(StyleClassifier(variant, num_classes).to(device=device, dtype=dtype))
   opt = torch.optim.Adam(model.parameters(), lr=2e-4)
   g = torch.Generator().manual_seed(0)
   x = torch.randn(batch_size, frames, 28, generator=g).to(device=device, dtype=dtype)
@@ -53,9 +54,10 @@ def build(batch_size: int, *, variant: str = "paper", device: str = "cpu",
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(fwd(x).float(), y)
+    with autocast(device, amp):
+      loss = loss_fn(fwd(x).float(), y)
     loss.backward()
     opt.step()
 
   return Peer(step, batch_size, sum(p.numel() for p in model.parameters()),
-              f"{variant}: GRU-{'30' if variant == 'paper' else '512x2'}, {frames} frames")
+              f"{variant}: GRU-{'30' if variant == 'paper' else '512x2'}, {frames} frames", model)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.torch_reference import Peer
+from benchmarks.torch_reference import Peer, autocast, prepare
 
 T, HOP, WINDOW, PAD = 120, 640, 3200, 1280
 WAVE = T * HOP + 2 * PAD  # 79360
@@ -115,16 +115,20 @@ class Critic(nn.Module):
 
 
 def build(batch_size: int, *, device="cpu", dtype=torch.float32, n_critic: int = 8,
-          gamma: float = 10.0, beta: float = 1.0, pose: int = 69, compile: bool = False) -> Peer:
-  if compile:
-    raise NotImplementedError("torch.compile row not offered for the WGAN step (double "
-                              "backward of the gradient penalty)")
+          gamma: float = 10.0, beta: float = 1.0, pose: int = 69, compile: bool = False,
+          amp: bool = False) -> Peer:
+  """``compile``: the generator only (``torch.compile`` does not support the double backward
+  of the critic's gradient penalty); ``amp``: forward passes under bfloat16 autocast."""
   if batch_size % n_critic:
     raise ValueError(f"batch {batch_size} is not a multiple of n_critic={n_critic}")
   b = batch_size // n_critic
-  G, D = Generator(pose).to(device, dtype), Critic(pose).to(device, dtype)
+  G, D = prepare(Generator(pose).to(device, dtype)), Critic(pose).to(device, dtype)
   opt_g = torch.optim.Adam(G.parameters(), lr=2e-4)
   opt_d = torch.optim.Adam(D.parameters(), lr=2e-4)
+  n_params = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
+  modules = nn.ModuleDict({"generator": G, "critic": D})
+  if compile:
+    G = torch.compile(G)
   g = torch.Generator().manual_seed(0)
   real_all = torch.rand(n_critic, b, T, pose, generator=g).to(device, dtype)
   wave = torch.zeros(n_critic, b, WAVE)
@@ -132,6 +136,10 @@ def build(batch_size: int, *, device="cpu", dtype=torch.float32, n_critic: int =
   wave = wave.to(device, dtype)
 
   def step():
+    with autocast(device, amp):
+      _step()
+
+  def _step():
     for k in range(n_critic):
       real, w = real_all[k], wave[k]
       clip = w[:, PAD:-PAD]
@@ -157,6 +165,5 @@ def build(batch_size: int, *, device="cpu", dtype=torch.float32, n_critic: int =
     D.requires_grad_(True)
     opt_g.step()
 
-  return Peer(step, batch_size, sum(p.numel() for p in G.parameters()) +
-              sum(p.numel() for p in D.parameters()),
-              f"phase-3 WGAN-GP: {n_critic} critic updates of {b} + 1 generator update")
+  return Peer(step, batch_size, n_params,
+              f"phase-3 WGAN-GP: {n_critic} critic updates of {b} + 1 generator update", modules)
