@@ -5,8 +5,13 @@
 * :mod:`geometric`: FID_g / Div_g features (AIST++ ``features/manual.py``, Müller relations).
 * :mod:`beats`: motion beats and the Beat Align Score (both conventions).
 * :mod:`foot_contact`: PFC (EDGE ``eval/eval_pfc.py``).
+* :mod:`style_eval`: music-style scores (clip / balanced / majority-vote sequence accuracy,
+  per-class recall, confusion) over a style model's ``predict_clip_logits``.
+* :mod:`unseen`: test sequences from a raw folder (preprocessed by the data layer) or a
+  processed split; :mod:`evaluation`: the protocol behind ``launch/evaluate.py``.
 
-Everything here is numpy (float64): no jax, TF or librosa imports.
+The metrics are numpy (float64): no jax, TF or librosa imports (``unseen`` preprocesses audio
+through the data layer, which imports librosa lazily).
 """
 from d2m_jax.metrics.beats import beat_align_score, motion_beats
 from d2m_jax.metrics.foot_contact import physical_foot_contact
