@@ -119,6 +119,9 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
   os.close(fd)
   try:
     np.savez_compressed(tmp, **out)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 -> the usual file mode
     os.replace(tmp, out_path)
   except BaseException:
     if os.path.exists(tmp):
