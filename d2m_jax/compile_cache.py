@@ -30,7 +30,7 @@ ENV_DIR = "D2M_JAX_CACHE"
 MIN_COMPILE_SECS = 0.2
 
 _HIT = "/jax/compilation_cache/cache_hits"
-_MISS = "/jax/compilation_cache/cache_misses"
+_REQUEST = "/jax/compilation_cache/compile_requests_use_cache"
 
 
 def default_dir() -> str:
@@ -78,27 +78,29 @@ def enable(enabled: bool = True, cache_dir: Optional[str] = None, *,
 
 
 class CacheCounter:
-  """Counts persistent-cache hits and misses in this process from the moment it is made.
+  """Counts this process's persistent-cache lookups from the moment it is made.
 
-  JAX records one ``cache_hits`` event per executable loaded from the folder and one
-  ``cache_misses`` event per executable compiled and looked up without success; listeners cannot
-  be removed, so make one per process (launchers) or per test.
+  ``hits``: programs loaded from the folder; ``misses``: programs looked up, not found and
+  compiled (those compiling faster than ``min_compile_secs`` are then not written, so they miss
+  again next time). From JAX's monitoring events ``compile_requests_use_cache`` (one per lookup)
+  and ``cache_hits``; listeners cannot be removed, so make one per process (launchers) or test.
   """
 
   def __init__(self):
+    self.requests = 0
     self.hits = 0
-    self.misses = 0
     self._lock = threading.Lock()
     jax.monitoring.register_event_listener(self._on_event)
 
   def _on_event(self, event: str, **kwargs) -> None:
     del kwargs
-    if event in (_HIT, _MISS):
+    if event in (_REQUEST, _HIT):
       with self._lock:
         if event == _HIT:
           self.hits += 1
         else:
-          self.misses += 1
+          self.requests += 1
 
-  def summary(self) -> str:
-    return f"{self.hits} programs loaded, {self.misses} compiled"
+  @property
+  def misses(self) -> int:
+    return self.requests - self.hits
