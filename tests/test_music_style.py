@@ -1,0 +1,168 @@
+"""Music style from rhythm (task ``music_style``): parameter count, the log-lag tempogram
+profile and clip means against float64 numpy on a hand-made click track, evaluation metrics,
+and a short training run on synthetic rhythms that generalises to unseen sequences."""
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from configs import music_style as music_style_config  # noqa: E402
+from d2m_jax.models import music_style as ms  # noqa: E402
+from d2m_jax.tasks import get_task  # noqa: E402
+
+FPS = 25
+
+
+def test_parameter_count():
+  task = get_task(music_style_config.get_config())
+  shapes = jax.eval_shape(lambda r: task.init_state(r, None, None), jax.random.PRNGKey(0))
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.params))
+  # conv 5x1x16+16, 5x16x32+32, 5x32x32+32; LayerNorm 2x32; 64 lags -> 64, 32, 16 positions:
+  # Dense 16*32 -> 64, Dense 64 -> 4.
+  expected = (5 * 16 + 16) + (5 * 16 * 32 + 32) + (5 * 32 * 32 + 32) + 64 + (512 * 64 + 64) \
+      + (64 * 4 + 4)
+  assert n == expected == 40996
+  logits = task.model.apply({"params": task.init_state(jax.random.PRNGKey(0), None).params},
+                            jnp.zeros((3, 64)))
+  assert logits.shape == (3, 4)
+
+
+def click_envelope(num_frames, beat_frames, beats_per_bar, phase=0):
+  """Onset envelope of a click track: 1 on each beat, 2 on each bar's first beat."""
+  env = np.zeros(num_frames)
+  k = np.arange(phase, num_frames, beat_frames)
+  env[k] = 1.0
+  env[k[::beats_per_bar]] = 2.0
+  return env
+
+
+def local_autocorrelation(env, win=384):
+  """A tempogram in numpy float64: per frame, the autocorrelation of the centred window
+  (lags 0..win-1), divided by lag 0 (librosa's norm=inf on a non-negative autocorrelation)."""
+  n = len(env)
+  pad = np.concatenate([np.zeros(win // 2), env, np.zeros(win // 2)])
+  w = np.lib.stride_tricks.sliding_window_view(pad, win)[:n]           # (n, win)
+  ac = np.stack([np.sum(w[:, :win - k] * w[:, k:], 1) for k in range(win)], 1)
+  return ac / np.maximum(ac[:, :1], 1e-12)
+
+
+def log_lag_reference(profile, edges):
+  """Float64 loop: per bin, the overlap-weighted mean of the lags [j - 0.5, j + 0.5) it covers."""
+  out = np.zeros(len(edges) - 1)
+  for k in range(len(edges) - 1):
+    wsum = vsum = 0.0
+    for j in range(len(profile)):
+      ov = max(0.0, min(edges[k + 1], j + 0.5) - max(edges[k], j - 0.5))
+      wsum += ov
+      vsum += ov * profile[j]
+    out[k] = vsum / wsum
+  return np.log1p(out)
+
+
+def test_log_lag_profile_matches_numpy_on_a_waltz_click_track():
+  # 100 BPM = 15 frames per beat at 25 fps; 3/4: the bar is 45 frames.
+  tg = local_autocorrelation(click_envelope(300, 15, 3))
+  starts = np.array([[0, 17, 50]])
+  L = 250
+  means = np.asarray(ms.clip_means(jnp.asarray(tg[None], jnp.float32), jnp.asarray(starts), L))
+  ref_means = np.stack([tg[s:s + L].mean(0) for s in starts[0]])[None]
+  np.testing.assert_allclose(means, ref_means, rtol=1e-5, atol=1e-6)
+  edges = ms.log_lag_edges(64, 3.0, 380.0)
+  prof = np.asarray(ms.log_lag_profile(jnp.asarray(ref_means, jnp.float32), edges))
+  ref = np.stack([log_lag_reference(m, edges) for m in ref_means[0]])
+  np.testing.assert_allclose(prof[0], ref, rtol=1e-5, atol=1e-6)
+  lags = np.sqrt(edges[:-1] * edges[1:])                                # bin centres
+  # The meter is in the profile: against a 4/4 track at the same tempo, the 3/4 track is higher
+  # at its bar (3 beats, lag 45) and lower at the 4/4 bar (lag 60); the beat lag is common.
+  at = lambda p, lag: p[np.argmin(np.abs(np.log(lags) - np.log(lag)))]  # noqa: E731
+  p3 = prof[0, 0]
+  tg4 = local_autocorrelation(click_envelope(300, 15, 4))
+  p4 = log_lag_reference(tg4[:L].mean(0), edges)
+  assert at(p3, 45) > at(p4, 45) + 0.02 and at(p4, 60) > at(p3, 60) + 0.02
+  assert at(p3, 15) > 0.1 and at(p4, 15) > 0.1
+  # Per-example bin edges (the tempo jitter) = the same bins at scaled lags.
+  scaled = np.asarray(ms.log_lag_profile(
+      jnp.asarray(ref_means, jnp.float32),
+      jnp.asarray(np.stack([edges * 1.05, edges / 1.05, edges]))[None]))
+  np.testing.assert_allclose(scaled[0, 0], log_lag_reference(ref_means[0, 0], edges * 1.05),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(scaled[0, 1], log_lag_reference(ref_means[0, 1], edges / 1.05),
+                             rtol=1e-5, atol=1e-6)
+
+
+# (beat frames, beats per bar) per style: cha-cha ~125 BPM 4/4, rumba ~104, tango ~130 with
+# every other beat accented differently, waltz ~88 BPM in 3/4.
+SYN_STYLES = [(12.0, 4), (14.4, 4), (11.5, 2), (17.0, 3)]
+
+
+def synthetic_sequences(rng, per_style, frames=400):
+  feats, styles = [], []
+  for s, (beat, bar) in enumerate(SYN_STYLES):
+    for _ in range(per_style):
+      b = beat * np.exp(rng.uniform(-0.03, 0.03))
+      env = np.zeros(frames)
+      k = np.arange(int(rng.integers(0, 10)), frames, b)
+      env[np.round(k).astype(int)[np.round(k).astype(int) < frames]] = 1.0
+      env[np.round(k[::bar]).astype(int)[np.round(k[::bar]).astype(int) < frames]] = 2.0
+      env += 0.2 * rng.random(frames)
+      tg = local_autocorrelation(env)[::1]
+      mel = 1.0 + rng.random((frames, 128))
+      feats.append(np.log1p(np.concatenate([mel, tg], 1)).astype(np.float32))
+      styles.append(s)
+  return np.stack(feats), np.array(styles, np.int32)
+
+
+def test_training_on_synthetic_rhythms_generalises_to_unseen_sequences():
+  rng = np.random.default_rng(0)
+  x_tr, y_tr = synthetic_sequences(rng, 3)
+  x_te, y_te = synthetic_sequences(rng, 2)
+  c = music_style_config.get_config()
+  c.model.clip_frames = 150
+  c.data.batch_size = 8
+  task = get_task(c)
+  lengths = np.full(len(x_tr), x_tr.shape[1], np.int32)
+  batch = lambda i: {"mel_tempogram512": x_tr[i], "length": lengths[i], "style": y_tr[i]}  # noqa
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch(np.arange(8)))
+  step = jax.jit(task.train_step)
+  test_batch = {"mel_tempogram512": x_te, "length": np.full(len(x_te), x_te.shape[1], np.int32),
+                "style": y_te}
+  before = task.finalize_eval(jax.device_get(jax.jit(task.eval_step)(state, test_batch)))
+  for i in range(150):
+    state, metrics = step(state, batch(rng.choice(len(x_tr), 8, replace=False)))
+  after = task.finalize_eval(jax.device_get(jax.jit(task.eval_step)(state, test_batch)))
+  assert before["balanced_accuracy"] < 0.6
+  assert after["balanced_accuracy"] >= 0.9, after
+  assert after["sequence_accuracy"] == 1.0, after
+  # predict_clip_logits (the evaluate.py interface) = eval_step's clips of one sequence.
+  logits = task.predict_clip_logits(state, {"mel_tempogram512": x_te[0]})
+  assert logits.shape == (len(task.eval_starts(x_te.shape[1])), 4)
+  conf0 = np.bincount(np.argmax(logits, -1), minlength=4)
+  assert conf0.sum() == sum(after["confusion"][y_te[0]]) // 2  # 2 test sequences per style
+
+
+def test_eval_metrics_count_clips_votes_and_skip_motion_only_sequences():
+  c = music_style_config.get_config()
+  c.model.clip_frames = 100
+  c.model.clip_stride = 50
+  task = get_task(c)
+  rng = np.random.default_rng(1)
+  feats = rng.random((3, 300, 512)).astype(np.float32)
+  feats[2] = 0.0                                               # motion-only: no audio
+  batch = {"mel_tempogram512": feats, "length": np.array([300, 200, 300], np.int32),
+           "style": np.array([0, 3, 1], np.int32)}
+  state = task.init_state(jax.random.PRNGKey(0), batch)
+  m = jax.device_get(task.eval_step(state, batch))
+  conf = np.asarray(m["confusion"])
+  # starts 0, 50, ..., 200: 5 clips fit in 300 frames, 3 in 200, none counted for row 2.
+  assert conf.sum(1).tolist() == [5, 0, 0, 3]
+  assert np.asarray(m["sequence_confusion"]).sum() == 2
+  assert task.predict_clip_logits(state, {"mel_tempogram512": feats[2]}).shape == (0, 4)
+  np.testing.assert_allclose(task.predict_clip_logits(state, {"mel_tempogram512": feats[0]}),
+                             task.clip_logits(state, batch)[0][0], rtol=1e-5, atol=1e-6)
