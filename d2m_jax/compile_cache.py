@@ -25,9 +25,11 @@ from typing import Optional
 import jax
 
 ENV_DIR = "D2M_JAX_CACHE"
-# Programs that compile faster than this are not written (reading a file costs about as much as
-# compiling a tiny program; jax's default is 1 s, which skips most of generation's programs).
-MIN_COMPILE_SECS = 0.2
+# Programs that compile faster than this are not written. jax's default (1 s) skipped most of
+# generation's programs, and on a busy 2-core machine even 0.2 s let tiny programs cross the line
+# from one run to the next (a second run still compiled 4 of 7); entries of the small ones are a
+# few KB, so every program is written and a second run compiles nothing.
+MIN_COMPILE_SECS = 0.0
 
 _HIT = "/jax/compilation_cache/cache_hits"
 _REQUEST = "/jax/compilation_cache/compile_requests_use_cache"
