@@ -37,6 +37,9 @@ flags.DEFINE_multi_string("style_model", [], "[NAME=]WORKDIR of a trained music 
 flags.DEFINE_string("test_raw_dir", None, "Evaluate on the DANCE_* folders of this directory "
                     "(raw Music-to-Dance layout) instead of the data's test split.")
 flags.DEFINE_string("out_dir", None, "Where eval.json / eval.md go.")
+flags.DEFINE_bool("processed", None, "Read the train/test sequences from the preprocessed real "
+                  "dataset (poses, beats, music features computed at preprocessing: no audio "
+                  "decoding, no librosa). Default: only where librosa cannot be imported.")
 flags.DEFINE_integer("split_seed", 0, "Split seed (the data pipeline's default is 0).")
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
@@ -62,6 +65,19 @@ def _workdirs(specs, flag, need_name):
   return out
 
 
+def _processed_real_data():
+  """(train EvalSequences, test EvalSequences, test items) of the preprocessed real dataset."""
+  from d2m_jax.data import ingest, pipeline  # pylint: disable=import-outside-toplevel
+  from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train.defaults import data_config  # pylint: disable=import-outside-toplevel
+  cfg = data_config()
+  cfg.source = "music_to_dance"
+  train = [ev.eval_sequence(s) for s in ingest.split_sequences(pipeline.processed_dir(cfg),
+                                                               "train")]
+  items = ev.processed_test_sequences()
+  return train, [ev.eval_sequence(it.processed) for it in items], items
+
+
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -82,6 +98,9 @@ def main(argv):
     return 2
   t_all = time.perf_counter()
   items = None   # unseen.TestSequence per test sequence with audio (music style, generation)
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  use_processed = (importlib.util.find_spec("librosa") is None if FLAGS.processed is None
+                   else FLAGS.processed)
   try:
     if FLAGS.test_raw_dir:
       items = unseen.load_raw_dir(FLAGS.test_raw_dir)
@@ -93,6 +112,9 @@ def main(argv):
       seen = sorted({s.name for s in train} & {it.name for it in items})
       if seen:
         print(f"warning: {FLAGS.test_raw_dir} has sequence names of the training split: {seen}")
+    elif use_processed:
+      train, test, items = _processed_real_data()
+      gen_seqs = test
     else:
       data = ev.load_real_sequences(FLAGS.raw_dir, split_seed=FLAGS.split_seed)
       train, test = data["train"], data["test"]
@@ -122,7 +144,7 @@ def main(argv):
     names = tuple(getattr(task, "generation_features", ()))
     dances = []
     for i, seq in enumerate(gen_seqs):
-      if FLAGS.test_raw_dir:
+      if FLAGS.test_raw_dir or use_processed:
         music = generate.music_from_processed(items[i].processed, names)
       else:
         music = generate.music_from_wave(seq.wave, seq.sr, fps, names,
