@@ -138,3 +138,29 @@ def test_training_runs_without_tensorflow(tiny_data_cfg, tmp_path):
   rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
   assert len([r_ for r_ in rows if "train/loss" in r_]) == 3
   assert os.listdir(wd / "checkpoints")
+
+
+def test_evaluate_from_processed_features_without_tensorflow(shared_data_dir, tmp_path):
+  """launch/evaluate.py with TF/TFDS/librosa absent reads the preprocessed real dataset; its
+  pose-only metrics equal those of the raw-data path (same splits, sequences and poses)."""
+  from d2m_jax.data import ingest
+  from d2m_jax.metrics import evaluation as ev
+  from d2m_jax.train.defaults import data_config
+  cfg = data_config()
+  cfg.source = "music_to_dance"
+  if not os.path.exists(os.path.join(pipeline.processed_dir(cfg), "manifest.json")):
+    pytest.skip("the real dataset is not preprocessed (launch/preprocess.py --source="
+                "music_to_dance)")
+  r = _run(["launch/evaluate.py", f"--out_dir={tmp_path / 'ev'}", f"--raw_dir={shared_data_dir}",
+            "--nocompilation_cache"], {}, tmp_path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  got = json.load(open(tmp_path / "ev" / "eval.json"))["rows"]["real test (real-vs-real)"]
+  with_audio = {x["name"] for x in ingest.read_manifest(pipeline.processed_dir(cfg))["sequences"]
+                if x["has_audio"]}
+  data = ev.load_real_sequences(str(shared_data_dir), audio_splits=(), log=lambda s: None)
+  train, test = data["train"], [s for s in data["test"] if s.name in with_audio]
+  ref = ev.clip_features([s.pose for s in train], train, roots=[s.root for s in train])
+  real = ev.clip_features([s.pose for s in test], test, roots=[s.root for s in test])
+  want = ev.row_metrics(real, ref)
+  for k in ("clips", "FID_k", "Div_k", "FID_g", "Div_g", "FID_k_aist", "Div_k_aist"):
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=k)
