@@ -102,6 +102,20 @@ def test_cache_folder_default_and_user_setting(monkeypatch, tmp_path):
   assert numba.config.CACHE_DIR == str(tmp_path / "mine")
 
 
+def test_importing_the_features_points_numba_at_the_project_cache(tmp_path):
+  """Every entry point reaches librosa through d2m_jax.data.features (generate, evaluate,
+  preprocess): importing it must set the folder before numba reads it at its own import."""
+  code = ("from d2m_jax.data import features; import numba, os; "
+          "print(numba.config.CACHE_DIR); print(os.environ['NUMBA_CACHE_DIR'])")
+  env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+  env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+  r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr
+  want = str(tmp_path / "xdg" / "d2m_jax" / "numba")
+  assert r.stdout.split() == [want, want]
+
+
 def test_poisoned_cache_is_moved_aside_and_recompiled(monkeypatch, tmp_path):
   """A warm-up child killed by SIGSEGV (as on a poisoned cache): folder moved aside, retried."""
   cache = tmp_path / "numba"
