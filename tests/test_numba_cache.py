@@ -100,6 +100,8 @@ def test_cache_folder_default_and_user_setting(monkeypatch, tmp_path):
   # librosa reached through the features uses it (numba re-reads the variable if imported)
   import numba  # pylint: disable=import-outside-toplevel
   assert numba.config.CACHE_DIR == str(tmp_path / "mine")
+  monkeypatch.undo()          # leave numba pointed at the session's folder for later tests
+  assert numba_cache.configure() == numba.config.CACHE_DIR != str(tmp_path / "mine")
 
 
 def test_importing_the_features_points_numba_at_the_project_cache(tmp_path):
