@@ -59,13 +59,13 @@ def _describe(eqn, mult: int) -> Dict[str, Any]:
   dense = math.prod(out.shape) * k_in * k_sp
   lhs_dil = tuple(p["lhs_dilation"])
   useful = dense / math.prod(lhs_dil)  # only 1 in prod(lhs_dil) taps meets a real sample
-  lhs_len = math.prod(lhs.shape[i] for i in lhs_spec[2:])
+  rhs_len = math.prod(rhs.shape[i] for i in rhs_spec[2:])
   out_len = math.prod(out.shape[i] for i in out_spec[2:])
   if p["batch_group_count"] > 1:
     role = "kernel grad (batch groups)"
-  elif math.prod(lhs_dil) > 1 and out_len < lhs_len:
-    # a kernel-shaped result from an lhs-dilated input: the kernel gradient *of* a transposed
-    # convolution, i.e. a second-order term of the gradient penalty
+  elif math.prod(lhs_dil) > 1 and rhs_len > out_len:
+    # the "kernel" is an activation gradient longer than the result (a kernel-shaped result):
+    # the kernel gradient *of* a transposed convolution, a second-order term of the penalty
     role = "2nd order: kernel grad of a transposed conv (lhs-dilated)"
   elif math.prod(lhs_dil) > 1:
     role = "input grad (transposed, lhs-dilated)"
@@ -90,19 +90,22 @@ def build(batch: int, conv_impl: str, dtype: str = "float32"):
   return task, state, jbatch
 
 
-def census(batch: int = 64, conv_impl: str = "xla") -> List[Dict[str, Any]]:
+def trace(batch: int = 64, conv_impl: str = "xla"):
+  """The closed jaxpr of one phase-3 WGAN train step (nothing compiled beyond the init)."""
   task, state, jbatch = build(batch, conv_impl)
-  closed = jax.make_jaxpr(lambda s, b: task.train_step(s, b))(state, jbatch)
+  return jax.make_jaxpr(lambda s, b: task.train_step(s, b))(state, jbatch)
+
+
+def census(closed) -> List[Dict[str, Any]]:
+  """Every convolution of ``closed`` (from :func:`trace`), times its scan trip count."""
   out: List[Dict[str, Any]] = []
   _walk(closed.jaxpr, 1, out)
   return out
 
 
-def jaxpr_checks(batch: int = 64, conv_impl: str = "xla") -> Dict[str, Any]:
+def jaxpr_checks(closed) -> Dict[str, Any]:
   """float64 values, host callbacks, and how often the critic's raw-audio branch meets the
-  4.8 s clip (first-layer convolutions whose input is the clip, per step)."""
-  task, state, jbatch = build(batch, conv_impl)
-  closed = jax.make_jaxpr(lambda s, b: task.train_step(s, b))(state, jbatch)
+  4.8 s clip (convolutions whose input or output is clip-long, per step)."""
   f64, callbacks = [0], collections.Counter()
 
   def walk(jaxpr):
@@ -204,14 +207,15 @@ def main(argv=None) -> int:
     for m in xla_dump_summary(a.xla_dump):
       print(m)
     return 0
-  rows = census(a.batch, a.conv_impl)
+  closed = trace(a.batch, a.conv_impl)
+  rows = census(closed)
   print(f"phase-3 WGAN train step, batch {a.batch}, conv_impl={a.conv_impl}: "
         f"{len(rows)} convolutions in the jaxpr\n")
   print(summary(rows))
   print("\nLargest:\n")
   print(detail(rows, a.top))
   if a.checks:
-    print("\n", jaxpr_checks(a.batch, a.conv_impl))
+    print("\n", jaxpr_checks(closed))
   return 0
 
 

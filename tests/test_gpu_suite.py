@@ -199,3 +199,32 @@ def test_smoke_preset_without_tensorflow_or_librosa(tmp_path):
   assert md.strip() in p.stdout
   if TORCH_SITE.exists():
     assert any(r["framework"].startswith("torch") for r in timed)
+
+
+def test_conv_census_roles_of_a_gradient_penalty():
+  """A stride-4 conv, its input gradient and the penalty's double backward: the census sees
+  the forward, the transposed (lhs-dilated) input gradient and the second-order kernel gradient
+  of that transposed conv, with MACs counted by hand."""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import wgan_conv_census
+  dn = ("NWC", "WIO", "NWC")
+
+  def critic(w, x):
+    return jnp.sum(jax.lax.conv_general_dilated(x, w, (4,), [(1, 1)], dimension_numbers=dn))
+
+  def penalty(w, x):
+    g = jax.grad(critic, argnums=1)(w, x)
+    return jnp.sum(g ** 2)
+
+  w, x = jnp.ones((6, 2, 3)), jnp.ones((1, 26, 2))  # k6, 2 -> 3 channels, out length 6
+  rows = []
+  wgan_conv_census._walk(jax.make_jaxpr(jax.grad(penalty))(w, x).jaxpr, 1, rows)
+  roles = sorted(r["role"] for r in rows)
+  assert "input grad (transposed, lhs-dilated)" in roles
+  assert "2nd order: kernel grad of a transposed conv (lhs-dilated)" in roles
+  fwd = [r for r in rows if r["lhs"] == (1, 26, 2) and r["out"] == (1, 6, 3)]
+  assert fwd == [] or fwd[0]["dense_macs"] == 6 * 3 * 2 * 6  # out elems x C_in x k
+  for r in rows:
+    if r["lhs_dilation"] == (4,):
+      assert r["useful_macs"] == pytest.approx(r["dense_macs"] / 4)
