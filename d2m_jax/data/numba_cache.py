@@ -89,10 +89,13 @@ def compile_lock(path: str, exclusive: bool = True):
 
 def import_librosa():
   """librosa, with its numba kernels loaded from (or compiled into) the project cache safely."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  import importlib.util  # pylint: disable=import-outside-toplevel
   path = configure()
+  if importlib.util.find_spec("librosa") is None:   # the usual error, not a failed warm-up
+    raise ModuleNotFoundError("No module named 'librosa'", name="librosa")
   if not os.environ.get(WARMING_ENV) and "librosa.beat" not in sys.modules:
     ensure_warm(path)
-  import importlib  # pylint: disable=import-outside-toplevel
   if "librosa.beat" not in sys.modules:
     lock = (contextlib.nullcontext() if os.environ.get(WARMING_ENV)   # the parent holds it
             else compile_lock(path, exclusive=not is_warm(path)))
