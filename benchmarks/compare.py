@@ -85,7 +85,7 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   (e.g. ``[("scan", {"model.rnn_impl": "scan"}), ...]``); default one row. Order of work: the
   first variant, the PyTorch rows, then the further variants, then the rounds. ``deadline_s``
   (seconds from the call): a further variant is compiled only if 1.3x the slowest compile so far
-  plus a reserve still fits, ``torch.compile`` only if 60 s are left, and no round starts after
+  plus a reserve still fits, ``torch.compile`` only if 30 s are left, and no round starts after
   it (at least one round always runs); what is skipped leaves a record saying so.
   """
   try:
@@ -153,7 +153,7 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
     torch.set_num_threads(th)
     info = {**base, "framework": name, "torch_threads": th, "peer_impl": name.split(",")[0],
             "peer_cast": spec["cast"], "peer_amp": spec["amp"], "peer_compile": spec["compile"]}
-    if spec["compile"] and left() < 60:
+    if spec["compile"] and left() < 30:
       records.append({**info, "skipped": f"deadline: {max(0.0, left()):.0f} s left for "
                                          "torch.compile"})
       common.log(f"[compare] {name}: skipped (deadline)")
