@@ -60,6 +60,7 @@ class MusicStyleTask(Task):
     self.clip_stride = int(m.clip_stride)
     self.clips_per_sequence = int(m.clips_per_sequence)
     self.tempo_jitter = float(m.tempo_jitter)
+    self.segment_extra = int(m.get("segment_extra", 250))
     self.edges = ms.log_lag_edges(int(m.num_lags), float(m.min_lag), float(m.max_lag)).astype(
         np.float32)
     self.clip_seconds = self.clip_frames / 25.0
@@ -74,9 +75,9 @@ class MusicStyleTask(Task):
                            opt_state=self.tx.init(params))
 
   # ---- inputs --------------------------------------------------------------------------------
-  def _tempogram(self, batch):
+  def _tempogram(self, batch, cols=TEMPO_COLS):
     """Linear tempogram (B, T, 384) from the stored log1p values."""
-    return jnp.expm1(batch[FEATURE][..., TEMPO_COLS].astype(jnp.float32))
+    return jnp.expm1(batch[FEATURE][..., cols].astype(jnp.float32))
 
   def _has_audio(self, batch):
     """(B,) 1.0 where the sequence has audio (motion-only sequences have all-zero features)."""
@@ -88,9 +89,9 @@ class MusicStyleTask(Task):
       return batch["length"].astype(jnp.int32)
     return jnp.full((batch[FEATURE].shape[0],), T, jnp.int32)
 
-  def _profiles(self, batch, starts, lag_scale=None):
+  def _profiles(self, batch, starts, lag_scale=None, cols=TEMPO_COLS):
     """(B, N, K) log-lag profiles of the clips starting at ``starts`` (B, N)."""
-    means = ms.clip_means(self._tempogram(batch), starts, self.clip_frames)   # (B, N, 384)
+    means = ms.clip_means(self._tempogram(batch, cols), starts, self.clip_frames)  # (B, N, 384)
     edges = jnp.asarray(self.edges)
     if lag_scale is not None:
       edges = edges * lag_scale[..., None]                                    # (B, N, K + 1)
@@ -101,13 +102,22 @@ class MusicStyleTask(Task):
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     start_rng, jit_rng, drop_rng = jax.random.split(rng, 3)
-    B = batch[FEATURE].shape[0]
+    B, T = batch[FEATURE].shape[:2]
     n = self.clips_per_sequence
-    room = jnp.maximum(self._lengths(batch) - self.clip_frames + 1, 1)        # valid starts
+    seg_rng, start_rng = jax.random.split(start_rng)
+    # One random segment of clip_frames + segment_extra frames per sequence, the clips inside
+    # it: the per-step work does not grow with the padded song length.
+    seg = min(T, self.clip_frames + self.segment_extra)
+    lengths = jnp.minimum(self._lengths(batch), T)
+    seg_room = jnp.maximum(lengths - seg + 1, 1)
+    seg_start = (jax.random.uniform(seg_rng, (B,)) * seg_room).astype(jnp.int32)
+    tempo = jax.vmap(lambda f, o: jax.lax.dynamic_slice_in_dim(f, o, seg, axis=0))(
+        batch[FEATURE][..., TEMPO_COLS], seg_start)
+    room = jnp.maximum(jnp.minimum(lengths - seg_start, seg) - self.clip_frames + 1, 1)
     starts = (jax.random.uniform(start_rng, (B, n)) * room[:, None]).astype(jnp.int32)
     scale = jnp.exp(jax.random.uniform(jit_rng, (B, n), minval=-self.tempo_jitter,
                                        maxval=self.tempo_jitter))
-    x = self._profiles(batch, starts, scale).reshape(B * n, -1)
+    x = self._profiles({FEATURE: tempo}, starts, scale, cols=slice(None)).reshape(B * n, -1)
     labels = jnp.repeat(batch["style"].astype(jnp.int32), n)
     ok = self._has_audio(batch) * (self._lengths(batch) >= self.clip_frames)
     mask = jnp.repeat(ok, n)
