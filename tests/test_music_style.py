@@ -134,7 +134,7 @@ def test_training_on_synthetic_rhythms_generalises_to_unseen_sequences():
   test_batch = {"mel_tempogram512": x_te, "length": np.full(len(x_te), x_te.shape[1], np.int32),
                 "style": y_te}
   before = task.finalize_eval(jax.device_get(jax.jit(task.eval_step)(state, test_batch)))
-  for i in range(150):
+  for i in range(100):
     state, metrics = step(state, batch(rng.choice(len(x_tr), 8, replace=False)))
   after = task.finalize_eval(jax.device_get(jax.jit(task.eval_step)(state, test_batch)))
   assert before["balanced_accuracy"] < 0.6
