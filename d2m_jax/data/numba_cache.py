@@ -119,7 +119,10 @@ def warm_here():
 
 def quarantine(path: str) -> str:
   """Moves a cache folder aside (kept for a bug report, not deleted); returns the new name."""
-  aside = f"{path.rstrip(os.sep)}.crashed-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+  base = f"{path.rstrip(os.sep)}.crashed-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+  aside, n = base, 1
+  while os.path.exists(aside):        # two crashes within one second of one process
+    aside, n = f"{base}-{n}", n + 1
   os.replace(path, aside)
   os.makedirs(path, exist_ok=True)
   return aside
