@@ -23,3 +23,9 @@ def test_auto_per_backend_and_explicit_names():
 
 def test_default_is_auto():
   assert base_config().dtype == "auto"
+
+
+def test_engine_logs_the_resolved_dtype():
+  from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
+  assert loop._dtype_label(ml_collections.ConfigDict({"dtype": "auto"})) == "auto->float32"
+  assert loop._dtype_label(ml_collections.ConfigDict({"dtype": "bfloat16"})) == "bfloat16"

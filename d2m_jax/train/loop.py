@@ -48,6 +48,7 @@ from d2m_jax.train import distributed
 from d2m_jax.train import logs
 from d2m_jax.train import parallel
 from d2m_jax.train.task import Task
+from d2m_jax.train.task import resolve_dtype_name
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,6 +75,12 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
+
+
+def _dtype_label(config: ml_collections.ConfigDict) -> str:
+  """``config.dtype`` as it will run: ``'auto'`` is logged with what it resolves to here."""
+  name = str(_get(config, "dtype", "float32"))
+  return f"auto->{resolve_dtype_name(name)}" if name == "auto" else name
 
 def _get(config, name, default):
   return config.get(name, default) if hasattr(config, "get") else default
@@ -162,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
                         "config.data.eval_batch_size")
   device_kind = jax.devices()[0].device_kind
   log(f"task={config.task} parallel={dp.mode} devices={dp.num_devices} ({device_kind}) "
-      f"processes={jax.process_count()} global_batch={global_batch} dtype={config.dtype} "
+      f"processes={jax.process_count()} global_batch={global_batch} dtype={_dtype_label(config)} "
       f"workdir={workdir}")
 
   if is_main:
