@@ -166,3 +166,53 @@ def test_eval_metrics_count_clips_votes_and_skip_motion_only_sequences():
   assert task.predict_clip_logits(state, {"mel_tempogram512": feats[2]}).shape == (0, 4)
   np.testing.assert_allclose(task.predict_clip_logits(state, {"mel_tempogram512": feats[0]}),
                              task.clip_logits(state, batch)[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_standardised_linear_head_matches_numpy():
+  # channels=(), hidden=0, input_norm: logits = standardised profile @ W + b, no other layer.
+  model = ms.RhythmStyleClassifier(num_classes=4, channels=(), hidden=0, input_norm=True)
+  rng = np.random.default_rng(3)
+  prof = rng.random((5, 64)) * 0.8
+  prof[0] = 0.25                                             # flat profile: finite, zero input
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
+  assert set(params) == {"fc2"}
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 64 * 4 + 4
+  z = (prof - prof.mean(1, keepdims=True)) / (prof.std(1, keepdims=True) + 1e-3)
+  np.testing.assert_allclose(np.asarray(ms.standardise_profile(jnp.asarray(prof))), z,
+                             rtol=1e-4, atol=2e-4)
+  w = np.asarray(params["fc2"]["kernel"], np.float64)
+  b = np.asarray(params["fc2"]["bias"], np.float64)
+  out = np.asarray(model.apply({"params": params}, jnp.asarray(prof, jnp.float32)))
+  np.testing.assert_allclose(out, z @ w + b, rtol=1e-4, atol=1e-4)
+  # The standardised profile ignores the recording's overall onset strength (scale, offset)
+  # up to eps: the same as the numpy reference on the affinely changed profile.
+  p2 = 2.0 * prof + 0.5
+  z2 = (p2 - p2.mean(1, keepdims=True)) / (p2.std(1, keepdims=True) + 1e-3)
+  out2 = np.asarray(model.apply({"params": params}, jnp.asarray(p2, jnp.float32)))
+  np.testing.assert_allclose(out2, z2 @ w + b, rtol=1e-4, atol=2e-4)
+  np.testing.assert_allclose(out2, out, rtol=1e-2, atol=1e-2)
+
+
+def test_input_standardisation_uses_the_training_clips_seen():
+  c = music_style_config.get_config()
+  c.model.clip_frames = 100
+  c.model.standardise_inputs = True
+  c.data.batch_size = 3
+  task = get_task(c)
+  rng = np.random.default_rng(2)
+  feats = rng.random((3, 300, 512)).astype(np.float32)
+  feats[1] = 0.0                                               # motion-only: not counted
+  batch = {"mel_tempogram512": feats, "length": np.array([300, 300, 250], np.int32),
+           "style": np.array([0, 3, 1], np.int32)}
+  state = task.init_state(jax.random.PRNGKey(0), batch)
+  x, _, mask, _ = task._train_inputs(state, batch, None)      # the clips train_step draws
+  x, mask = np.asarray(x, np.float64), np.asarray(mask) > 0
+  assert mask.sum() == 2 * c.model.clips_per_sequence
+  new, _ = task.train_step(state, batch)
+  seen = x[mask]
+  assert float(new.input_count) == len(seen)
+  np.testing.assert_allclose(np.asarray(new.input_sum), seen.sum(0), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(new.input_sqsum), (seen ** 2).sum(0), rtol=1e-5)
+  z = (x - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-4)
+  np.testing.assert_allclose(np.asarray(task.standardise(new, jnp.asarray(x, jnp.float32))), z,
+                             rtol=2e-3, atol=2e-3)

@@ -59,37 +59,57 @@ def log_lag_profile(tempogram: jax.Array, edges: jax.Array) -> jax.Array:
 class RhythmStyleClassifier(nn.Module):
   """(B, K) log-lag profile -> (B, num_classes) logits.
 
-  Conv1D stack over the lag axis (``channels``, kernel ``kernel``, each ReLU; every layer after
-  the first halves the axis), LayerNorm, flatten, Dense(``hidden``) + ReLU + dropout, Dense.
+  ``input_norm``: first standardise each profile over its lags (zero mean, unit variance, no
+  learnt scale: :func:`standardise_profile`), so the overall onset strength of a recording, which
+  differs from song to song, is not a feature; only the shape of the rhythm profile is.
+  Then a Conv1D stack over the lag axis (``channels``, kernel ``kernel``, each ReLU; every layer
+  after the first halves the axis) and a LayerNorm, when ``channels`` is not empty; flatten;
+  Dense(``hidden``) + ReLU when ``hidden > 0``; dropout before each Dense; Dense to the classes.
+  ``channels=(), hidden=0`` is a linear classifier over the standardised profile.
   """
   num_classes: int = 4
   channels: Sequence[int] = (16, 32, 32)
   kernel: int = 5
   hidden: int = 64
   dropout_rate: float = 0.3
+  input_norm: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, profile: jax.Array, deterministic: bool = True) -> jax.Array:
-    x = profile.astype(self.dtype)[..., None]                       # (B, K, 1)
+    x = profile.astype(jnp.float32)
+    if self.input_norm:
+      x = standardise_profile(x)
+    x = x.astype(self.dtype)[..., None]                             # (B, K, 1)
     for i, ch in enumerate(self.channels):
       x = nn.Conv(ch, (self.kernel,), strides=(1 if i == 0 else 2,), padding="SAME",
                   dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.relu(x)
-    x = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+    if self.channels:
+      x = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
+    if self.hidden > 0:
+      x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x).astype(jnp.float32)
 
 
+def standardise_profile(profile: jax.Array, eps: float = 1e-3) -> jax.Array:
+  """(..., K) -> (profile - mean) / (std + eps) over the last axis (float32)."""
+  p = profile.astype(jnp.float32)
+  mu = jnp.mean(p, -1, keepdims=True)
+  return (p - mu) / (jnp.sqrt(jnp.mean(jnp.square(p - mu), -1, keepdims=True)) + eps)
+
+
 def from_config(model_cfg, dtype=jnp.float32) -> RhythmStyleClassifier:
-  """The module for ``config.model`` (num_classes, channels, kernel, hidden, dropout_rate)."""
+  """The module for ``config.model`` (num_classes, channels, kernel, hidden, dropout_rate,
+  input_norm)."""
   return RhythmStyleClassifier(
       num_classes=int(model_cfg.num_classes), channels=tuple(int(c) for c in model_cfg.channels),
       kernel=int(model_cfg.kernel), hidden=int(model_cfg.hidden),
-      dropout_rate=float(model_cfg.dropout_rate), dtype=dtype)
+      dropout_rate=float(model_cfg.dropout_rate),
+      input_norm=bool(model_cfg.get("input_norm", False)), dtype=dtype)
 
 
 def clip_means(frames: jax.Array, starts: jax.Array, length: int,

@@ -46,6 +46,11 @@ class MusicStyleState(flax.struct.PyTreeNode):
   rng: jax.Array
   params: Any
   opt_state: Any
+  # Running sums over every training clip seen (count, sum, sum of squares per lag bin): the
+  # input standardisation when ``config.model.standardise_inputs`` (else unused).
+  input_count: Any = None
+  input_sum: Any = None
+  input_sqsum: Any = None
 
 
 class MusicStyleTask(Task):
@@ -61,6 +66,7 @@ class MusicStyleTask(Task):
     self.clips_per_sequence = int(m.clips_per_sequence)
     self.tempo_jitter = float(m.tempo_jitter)
     self.segment_extra = int(m.get("segment_extra", 250))
+    self.standardise_inputs = bool(m.get("standardise_inputs", False))
     self.edges = ms.log_lag_edges(int(m.num_lags), float(m.min_lag), float(m.max_lag)).astype(
         np.float32)
     self.clip_seconds = self.clip_frames / 25.0
@@ -70,9 +76,24 @@ class MusicStyleTask(Task):
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):
     init_rng, state_rng = jax.random.split(rng)
-    params = self.model.init(init_rng, jnp.zeros((1, len(self.edges) - 1), jnp.float32))["params"]
+    K = len(self.edges) - 1
+    params = self.model.init(init_rng, jnp.zeros((1, K), jnp.float32))["params"]
     return MusicStyleState(step=jnp.zeros((), jnp.int32), rng=state_rng, params=params,
-                           opt_state=self.tx.init(params))
+                           opt_state=self.tx.init(params), input_count=jnp.zeros((), jnp.float32),
+                           input_sum=jnp.zeros((K,), jnp.float32),
+                           input_sqsum=jnp.zeros((K,), jnp.float32))
+
+  def standardise(self, state, x):
+    """(..., K) profiles -> per-lag-bin z-scores with the mean and standard deviation of every
+    training clip seen so far (identity when ``standardise_inputs`` is off). The dataset's
+    per-bin statistics, not the clip's: the clip's overall level (onset strength) carries no
+    style, but which lags are above the usual level does."""
+    if not self.standardise_inputs:
+      return x
+    n = jnp.maximum(state.input_count, 1.0)
+    mean = state.input_sum / n
+    var = jnp.maximum(state.input_sqsum / n - jnp.square(mean), 0.0)
+    return (x - mean) / jnp.sqrt(var + 1e-4)
 
   # ---- inputs --------------------------------------------------------------------------------
   def _tempogram(self, batch, cols=TEMPO_COLS):
@@ -141,13 +162,19 @@ class MusicStyleTask(Task):
   def forward(self, state, batch):
     x, labels, mask, drop_rng = self._train_inputs(state, batch, None)
     w = self._balanced_weights(labels, mask, None)
-    return self._loss(state.params, x, labels, w, drop_rng)[0]
+    return self._loss(state.params, self.standardise(state, x), labels, w, drop_rng)[0]
 
   def train_step(self, state, batch, axis_name=None):
     x, labels, mask, drop_rng = self._train_inputs(state, batch, axis_name)
     w = self._balanced_weights(labels, mask, axis_name)
+    # Accumulate this (global) batch's clips into the input statistics, then standardise with
+    # them: a running estimate of the training set's per-bin mean / std.
+    state = state.replace(
+        input_count=state.input_count + psum(jnp.sum(mask), axis_name),
+        input_sum=state.input_sum + psum(mask @ x, axis_name),
+        input_sqsum=state.input_sqsum + psum(mask @ jnp.square(x), axis_name))
     (loss, logits), grads = jax.value_and_grad(self._loss, has_aux=True)(
-        state.params, x, labels, w, drop_rng)
+        state.params, self.standardise(state, x), labels, w, drop_rng)
     # Per-device shares of one global weighted mean: the global gradient is their sum.
     grads = jax.tree_util.tree_map(lambda g: psum(g, axis_name), grads)
     loss = psum(loss, axis_name)
@@ -170,7 +197,7 @@ class MusicStyleTask(Task):
     B, T = batch[FEATURE].shape[:2]
     starts = jnp.broadcast_to(jnp.asarray(self.eval_starts(T), jnp.int32)[None], (B, len(
         self.eval_starts(T))))
-    x = self._profiles(batch, starts)
+    x = self.standardise(state, self._profiles(batch, starts))
     logits = self.model.apply({"params": state.params}, x.reshape(-1, x.shape[-1]),
                               deterministic=True).reshape(B, starts.shape[1], -1)
     valid = (starts + self.clip_frames <= self._lengths(batch)[:, None]).astype(jnp.float32)
