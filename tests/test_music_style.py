@@ -21,14 +21,19 @@ FPS = 25
 
 
 def test_parameter_count():
+  # The config's model: a linear head over the 64 standardised lag bins, 64 x 4 + 4.
   task = get_task(music_style_config.get_config())
   shapes = jax.eval_shape(lambda r: task.init_state(r, None, None), jax.random.PRNGKey(0))
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.params))
-  # conv 5x1x16+16, 5x16x32+32, 5x32x32+32; LayerNorm 2x32; 64 lags -> 64, 32, 16 positions:
-  # Dense 16*32 -> 64, Dense 64 -> 4.
+  assert n == 64 * 4 + 4 == 260
+  assert shapes.input_sum.shape == shapes.input_sqsum.shape == (64,)
+  # The conv variant (channels=(16, 32, 32), hidden=64): conv 5x1x16+16, 5x16x32+32, 5x32x32+32;
+  # LayerNorm 2x32; 64 lags -> 64, 32, 16 positions: Dense 16*32 -> 64, Dense 64 -> 4.
+  conv = ms.RhythmStyleClassifier(num_classes=4, channels=(16, 32, 32), kernel=5, hidden=64)
+  params = conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
   expected = (5 * 16 + 16) + (5 * 16 * 32 + 32) + (5 * 32 * 32 + 32) + 64 + (512 * 64 + 64) \
       + (64 * 4 + 4)
-  assert n == expected == 40996
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == expected == 40996
   logits = task.model.apply({"params": task.init_state(jax.random.PRNGKey(0), None).params},
                             jnp.zeros((3, 64)))
   assert logits.shape == (3, 4)

@@ -1,4 +1,5 @@
-"""Music style from rhythm: a small 1-D conv net over a clip's log-lag tempogram profile.
+"""Music style from rhythm: a linear head or a small 1-D conv net over a clip's log-lag
+tempogram profile.
 
 The dances differ by tempo and meter (cha-cha ~120-128 BPM 4/4, rumba ~100-108, tango ~130,
 waltz ~85-90 in 3/4), and librosa's single global tempo is octave-ambiguous on this data. So

@@ -13,6 +13,10 @@ Training: per step, ``clips_per_sequence`` random clips of each sequence in the 
 per-clip tempo jitter (lags scaled by ``exp(U(-j, j))``, ``config.model.tempo_jitter``) makes
 the net see each song at nearby tempi; the loss is class-balanced within the batch (each class
 present weighs the same, so waltz, 23 of 35 songs, does not dominate). Adam + weight decay.
+With ``config.model.standardise_inputs`` every lag bin is z-scored with the running mean and
+standard deviation of all training clips seen (kept in the state, so evaluation and
+``predict_clip_logits`` use the training set's statistics); this is what lets a linear head
+generalise across songs (see configs/music_style.py).
 
 Evaluation: every clip starting at a multiple of ``clip_stride`` frames that fits in the
 sequence; clip accuracy, per-class recall, balanced accuracy (mean recall over the classes
