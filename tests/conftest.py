@@ -30,15 +30,27 @@ def tiny_data_cfg(tmp_path_factory):
   """``config.data`` for a tiny synthetic dataset (4 styles x 3 sequences x 10 s; per style one
   train, one validation and one test sequence), generated, processed and built into a temporary
   folder once per session (all example kinds). Set ``cfg.kind`` to pick windows/units/sequences.
+
+  Under pytest-xdist (the README's ``-n 2``) the workers share one copy: the first builds it in
+  the run's common temporary folder under an exclusive lock, the others wait and reuse it.
   """
+  import fcntl  # pylint: disable=import-outside-toplevel
   from d2m_jax.data import pipeline
   from d2m_jax.train.defaults import data_config
   cfg = data_config()
   cfg.source = "synthetic"
-  cfg.data_dir = str(tmp_path_factory.mktemp("d2m_tiny_data"))
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent                  # common to every worker of this run
+  cfg.data_dir = str(root / "d2m_tiny_data")
   cfg.batch_size = 8
   cfg.eval_batch_size = 8
   for k, v in TINY_SYNTHETIC.items():
     cfg[k] = v
-  pipeline.prepare(cfg, log=lambda s: None)
+  ready = root / "d2m_tiny_data.ready"
+  with open(root / "d2m_tiny_data.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not ready.exists():
+      pipeline.prepare(cfg, log=lambda s: None)
+      ready.write_text("ok\n")
   return cfg
