@@ -168,7 +168,8 @@ def test_smoke_preset_without_tensorflow_or_librosa(tmp_path):
   block.mkdir()
   (block / "sitecustomize.py").write_text(BLOCKER)
   path = [str(block)] + ([str(TORCH_SITE)] if TORCH_SITE.exists() else [])
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_backend_optimization_level=0")
   check = subprocess.run(
       [sys.executable, "-c", "import importlib.util as u; "
        "assert all(u.find_spec(m) is None for m in ('tensorflow', 'tensorflow_datasets', "

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 def worker_env(devices_per_process: int) -> dict:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
+  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices_per_process} "
+                      "--xla_backend_optimization_level=0")
   env["JAX_PLATFORMS"] = "cpu"
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
   for k in [k for k in env if k.startswith(("SLURM_", "D2M_", "JAX_COORDINATOR", "OMPI_"))]:
