@@ -76,14 +76,14 @@ class _Preemption:
     self.requested = True
 
 
+def _get(config, name, default):
+  return config.get(name, default) if hasattr(config, "get") else default
+
 
 def _dtype_label(config: ml_collections.ConfigDict) -> str:
   """``config.dtype`` as it will run: ``'auto'`` is logged with what it resolves to here."""
   name = str(_get(config, "dtype", "float32"))
   return f"auto->{resolve_dtype_name(name)}" if name == "auto" else name
-
-def _get(config, name, default):
-  return config.get(name, default) if hasattr(config, "get") else default
 
 
 def _dump_config(config, workdir):
