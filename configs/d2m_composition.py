@@ -74,6 +74,7 @@ def get_config(variant: str = "mocap"):
   o.lambda_kl_dance = 0.01
   o.lambda_zmovements_recon = 1.0
   o.lambda_stdpseq_recon = 10.0
+  o.lambda_stdpseq_velocity = 0.0  # not in the paper: frame-difference L1 of the pose recon
   o.lambda_gan = 1.0
   o.lambda_style = 1.0
   c.num_train_steps = 100000

@@ -61,6 +61,7 @@ def get_config(variant: str = "mocap"):
   o.lambda_initp_recon = 1.0
   o.lambda_stdp_recon = 1.0
   o.lambda_dist_z_movement = 1.0
+  o.lambda_stdp_velocity = 0.0  # not in the paper: frame-difference L1 of the reconstructions
   o.num_single_poses = 4
   c.num_train_steps = 100000
   c.log_every_steps = 50

@@ -70,6 +70,19 @@ def test_kl_bce_l1_mse_match_numpy():
   np.testing.assert_allclose(L.mse_loss(a, b), ((a - b) ** 2).mean(), rtol=1e-6)
 
 
+def test_velocity_l1_matches_numpy_and_ignores_offsets():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5, 3))
+  ref = np.mean(np.abs((a[:, 1:] - a[:, :-1]) - (b[:, 1:] - b[:, :-1])))
+  np.testing.assert_allclose(L.velocity_l1(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)),
+                             ref, rtol=1e-5)
+  # a constant offset is no velocity error; a ramp of slope 0.5 per frame against a still pose is
+  # exactly 0.5 (hand value)
+  assert float(L.velocity_l1(jnp.asarray(a + 3.0), jnp.asarray(a))) == pytest.approx(0.0, abs=1e-6)
+  ramp = 0.5 * jnp.arange(4.0)[:, None] * jnp.ones((4, 2))
+  assert float(L.velocity_l1(ramp, jnp.zeros((4, 2)))) == pytest.approx(0.5)
+
+
 def test_kl_anneal_schedule():
   assert float(L.kld_coef(0)) == pytest.approx(1 / (1 + math.exp(7.5)), rel=1e-5)  # ~5.5e-4
   assert float(L.kld_coef(15000)) == pytest.approx(0.5)

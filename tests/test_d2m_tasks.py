@@ -44,6 +44,40 @@ def test_decomposition_steps_reduce_loss():
                                                     rel=1e-4)
 
 
+def test_decomposition_velocity_term_is_added_with_its_weight():
+  """optim.lambda_stdp_velocity adds w x the four reconstructions' frame-difference L1."""
+  from d2m_jax.models.d2m_layers import velocity_l1
+  cfg = _tiny(decomp_config())
+  base = get_task(cfg)
+  cfg_v = _tiny(decomp_config())
+  cfg_v.optim.lambda_stdp_velocity = 2.5
+  task = get_task(cfg_v)
+  rng = np.random.default_rng(3)
+  x1 = jnp.asarray(rng.normal(size=(2, 32, 69)), jnp.float32)
+  x2 = jnp.asarray(rng.normal(size=(2, 32, 69)), jnp.float32)
+  batch = task.synthetic_batch(2, np.random.default_rng(0))
+  state = task.init_state(jax.random.PRNGKey(0), batch, _stats(batch))
+  key = jax.random.PRNGKey(5)
+  loss0, terms0 = base.losses(state.params, x1, x2, key, 0)
+  loss1, terms1 = task.losses(state.params, x1, x2, key, 0)
+  assert "velocity_recon" not in terms0
+  np.testing.assert_allclose(float(loss1 - loss0), 2.5 * float(terms1["velocity_recon"]), rtol=1e-4)
+  # the term itself: the same four decoder outputs, recomputed here
+  mods, p = task.modules, state.params
+  from d2m_jax.models.d2m_layers import reparameterize
+  k_perm, k_i, k_m = jax.random.split(key, 3)
+  del k_perm
+  mu_i, lv_i = mods["initp_enc"].apply({"params": p["initp_enc"]}, jnp.concatenate(
+      [x1[:, 0], x2[:, 0], jnp.zeros((8, 69))]))     # singles only shift later rows of z_i
+  z_i = reparameterize(k_i, mu_i, lv_i)[:4]
+  mu_m, lv_m = mods["movement_enc"].apply({"params": p["movement_enc"]}, jnp.concatenate([x1, x2]))
+  z_m = reparameterize(k_m, mu_m, lv_m)
+  dec = lambda zi, zm: mods["stdp_dec"].apply({"params": p["stdp_dec"]}, zi, zm)
+  ref = (velocity_l1(dec(z_i[:2], z_m[:2]), x1) + velocity_l1(dec(z_i[2:], z_m[2:]), x2)
+         + velocity_l1(dec(z_i[:2], z_m[2:]), x1) + velocity_l1(dec(z_i[2:], z_m[:2]), x2))
+  np.testing.assert_allclose(float(terms1["velocity_recon"]), float(ref), rtol=1e-4)
+
+
 def test_composition_steps_train_and_keep_frozen_parts():
   task = get_task(_tiny(comp_config()))
   batch = task.synthetic_batch(2, np.random.default_rng(1))

@@ -65,6 +65,15 @@ def l1_loss(a, b):
   return jnp.mean(jnp.abs(a - b))
 
 
+def velocity_l1(a, b):
+  """``mean |(a[t+1] - a[t]) - (b[t+1] - b[t])|`` over frames (axis -2) and everything else.
+
+  Not in the original: the frame-difference (velocity) L1 that ``optim.lambda_stdp_velocity`` /
+  ``lambda_stdpseq_velocity`` add to the decoders' position L1 (see the Dancing2Music docs).
+  """
+  return jnp.mean(jnp.abs(jnp.diff(a, axis=-2) - jnp.diff(b, axis=-2)))
+
+
 def mse_loss(a, b):
   return jnp.mean((a - b) ** 2)
 

@@ -13,6 +13,7 @@ One jitted step holds all updates of one iteration:
 
 1. D: BCE(Dm(real codes)=1) + BCE(Dm(fake codes)=0) + BCE(Dz(real z_dance)=1) + BCE(Dz(fake)=0);
 2. G: KL(dance_dec codes) + KL(z_dance) + L1 code reconstruction + 10 L1 pose reconstruction
+   (+ ``optim.lambda_stdpseq_velocity`` x its frame-difference L1: not in the original, default 0)
    + non-saturating GAN terms against the *updated* discriminators; steps dance_enc,
    dance_dec, audstyle_enc and stdp_dec. The generator forward runs once (``jax.vjp``): the D
    phase and the G loss reuse its outputs;
@@ -65,7 +66,7 @@ from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_comp import (AudstyleEnc, Dance2Style, DanceAudDis2, DanceDec, DanceEnc,
                                      StyleGRU)
 from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, l1_loss, mse_loss,
-                                       reparameterize)
+                                       reparameterize, velocity_l1)
 from d2m_jax.tasks import d2m_decomposition as decomp
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
@@ -297,6 +298,10 @@ class CompositionTask(Task):
     loss = (o.lambda_kl * t["kl_movement"] + o.lambda_kl_dance * t["kl_dance"]
             + o.lambda_zmovements_recon * t["zmovement_recon"]
             + o.lambda_stdpseq_recon * t["stdpseq_recon"] + o.lambda_gan * t["gan_g"])
+    lambda_vel = float(o.get("lambda_stdpseq_velocity", 0.0))   # not in the original
+    if lambda_vel:
+      t["stdpseq_velocity"] = velocity_l1(out["recon"], fin["units"])
+      loss = loss + lambda_vel * t["stdpseq_velocity"]
     return loss, t
 
   def style_loss(self, reg_params, z_dance, z_dance_f, style):

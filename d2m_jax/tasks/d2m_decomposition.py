@@ -14,6 +14,10 @@ Per step (one jitted body, one backward, four per-module Adams):
 * the four decoder calls (two self, two cross reconstructions) as ONE batched ``stdp_dec`` call;
 * loss = KL(z_init of the first frames) * w + KL(z_mov) * w + L1(single-pose VAE)
   + L1(self) + L1(cross) + mean|z_mov1 - z_mov2|, with w = lambda_kl * kld_coef(step);
+* optional, not in the original (``optim.lambda_stdp_velocity``, default 0 = the paper): + w_v *
+  the frame-difference L1 of the four reconstructions (``velocity_l1``). An L1 on positions
+  alone lets the decoder return the conditional median trajectory, which on the real mocap keeps
+  about half of the units' frame-to-frame motion (measured 2026-11-28, docs/dancing2music.md);
 * Adam(2e-4) per module; global-norm clipping at 0.5 for ``movement_enc`` and ``stdp_dec``
   separately; the init-pose networks are not clipped.
 """
@@ -29,7 +33,8 @@ from flax import struct
 
 from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_decomp import InitPoseDec, InitPoseEnc, MovementEnc, StandardPoseDec
-from d2m_jax.models.d2m_layers import kl_divergence, kld_coef, l1_loss, reparameterize
+from d2m_jax.models.d2m_layers import (kl_divergence, kld_coef, l1_loss, reparameterize,
+                                       velocity_l1)
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -154,11 +159,17 @@ class DecompositionTask(Task):
         "cross_recon": l1_loss(cross1, x1) + l1_loss(cross2, x2),
         "dist_z_movement": jnp.mean(jnp.abs(zm1 - zm2)),
     }
+    lambda_vel = float(o.get("lambda_stdp_velocity", 0.0))
+    if lambda_vel:
+      terms["velocity_recon"] = (velocity_l1(rec1, x1) + velocity_l1(rec2, x2)
+                                 + velocity_l1(cross1, x1) + velocity_l1(cross2, x2))
     w_kl = o.lambda_kl * coef
     loss = (w_kl * (terms["kl_init"] + terms["kl_movement"])
             + o.lambda_initp_recon * terms["initp_recon"]
             + o.lambda_stdp_recon * (terms["self_recon"] + terms["cross_recon"])
             + o.lambda_dist_z_movement * terms["dist_z_movement"])
+    if lambda_vel:
+      loss = loss + lambda_vel * terms["velocity_recon"]
     terms["kl_coef"] = coef
     return loss, terms
 
