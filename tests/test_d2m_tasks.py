@@ -102,3 +102,44 @@ def test_composition_steps_train_and_keep_frozen_parts():
   delta = lambda n: max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
       jax.tree.leaves(s1.params[n]), jax.tree.leaves(state0.params[n])))
   assert delta("stdp_dec") == pytest.approx(0.1 * delta("dance_dec"), rel=0.05)
+
+
+def test_motion_budget_rows_against_numpy():
+  """d2m_motion: the real row is the normalised units' own statistics (numpy float64), every
+  path decodes 3B units of the real shape, ratios are row / real, static units are refused."""
+  from d2m_jax.models import d2m_motion
+  task = get_task(_tiny(comp_config()))
+  batch = task.synthetic_batch(2, np.random.default_rng(4))
+  stats = _stats(batch)
+  state = task.init_state(jax.random.PRNGKey(0), batch, stats)
+  decoded = d2m_motion.decoded_units(task, state, batch, jax.random.PRNGKey(1))
+  assert set(decoded) == set(d2m_motion.ROWS)
+  for v in decoded.values():
+    assert v.shape == (6,) + batch["units"].shape[2:]
+  units = ((np.asarray(batch["units"], np.float64) - np.asarray(state.stats["pose_mean"]))
+           / np.asarray(state.stats["pose_std"])).reshape((6,) + batch["units"].shape[2:])
+  rows = d2m_motion.motion_budget(task, state, batch, jax.random.PRNGKey(1))
+  np.testing.assert_allclose(rows["real"]["motion"], np.abs(np.diff(units, axis=1)).mean(), rtol=1e-5)
+  np.testing.assert_allclose(rows["real"]["temporal_std"], units.std(axis=1).mean(), rtol=1e-5)
+  np.testing.assert_allclose(rows["real"]["batch_std"], units.std(axis=0).mean(), rtol=1e-5)
+  v = np.asarray(decoded["music_path"], np.float64)
+  np.testing.assert_allclose(rows["music_path"]["motion_ratio"],
+                             np.abs(np.diff(v, axis=1)).mean() / rows["real"]["motion"], rtol=1e-4)
+  assert rows["real"]["motion_ratio"] == 1.0
+  still = dict(batch, units=np.repeat(batch["units"][:, :, :1], batch["units"].shape[2], axis=2))
+  with pytest.raises(ValueError, match="do not move"):
+    d2m_motion.motion_budget(task, state, still, jax.random.PRNGKey(1))
+
+
+def test_motion_launcher_refuses_a_folder_that_is_no_workdir(tmp_path):
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "budget.json"
+  r = subprocess.run([sys.executable, os.path.join(repo, "launch", "d2m_motion.py"),
+                      f"--workdir={tmp_path}", f"--out={out}"], capture_output=True, text=True,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert r.returncode == 2, r.stderr
+  assert str(tmp_path) in r.stderr and "no config.json" in r.stderr and "Traceback" not in r.stderr
+  assert not out.exists()
