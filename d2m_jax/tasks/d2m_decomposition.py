@@ -159,16 +159,15 @@ class DecompositionTask(Task):
         "cross_recon": l1_loss(cross1, x1) + l1_loss(cross2, x2),
         "dist_z_movement": jnp.mean(jnp.abs(zm1 - zm2)),
     }
-    lambda_vel = float(o.get("lambda_stdp_velocity", 0.0))
-    if lambda_vel:
-      terms["velocity_recon"] = (velocity_l1(rec1, x1) + velocity_l1(rec2, x2)
-                                 + velocity_l1(cross1, x1) + velocity_l1(cross2, x2))
     w_kl = o.lambda_kl * coef
     loss = (w_kl * (terms["kl_init"] + terms["kl_movement"])
             + o.lambda_initp_recon * terms["initp_recon"]
             + o.lambda_stdp_recon * (terms["self_recon"] + terms["cross_recon"])
             + o.lambda_dist_z_movement * terms["dist_z_movement"])
+    lambda_vel = float(o.get("lambda_stdp_velocity", 0.0))
     if lambda_vel:
+      terms["velocity_recon"] = (velocity_l1(rec1, x1) + velocity_l1(rec2, x2)
+                                 + velocity_l1(cross1, x1) + velocity_l1(cross2, x2))
       loss = loss + lambda_vel * terms["velocity_recon"]
     terms["kl_coef"] = coef
     return loss, terms
