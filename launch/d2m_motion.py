@@ -48,7 +48,7 @@ def main(argv):
   except DataError as e:
     print(f"error: bad data: {e}", file=sys.stderr)
     return 2
-  batch = {k: data[k][:FLAGS.num_examples] for k in ("units", "aud_raw")}
+  batch = {k: data[k][:FLAGS.num_examples] for k in ("units", "aud", "aud_raw")}
   rows = d2m_motion.motion_budget(task, state, batch, jax.random.key(FLAGS.seed))
   print(f"{FLAGS.workdir} (step {int(state.step)}), {FLAGS.split} split, "
         f"{3 * batch['units'].shape[0]} units:")

@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from d2m_jax.models.d2m_layers import reparameterize
@@ -45,35 +44,31 @@ def unit_stats(units) -> Dict[str, float]:
 
 
 def decoded_units(task, state, batch, rng) -> Dict[str, jax.Array]:
-  """Units (3B, T, P), normalised, of every row of :data:`ROWS` for a units batch."""
-  st, fz, params = state.stats, state.frozen, state.params
-  units = (jnp.asarray(batch["units"]) - st["pose_mean"]) / st["pose_std"]
-  B = units.shape[0]
-  x = units.reshape((3 * B,) + units.shape[2:])
-  k_init, k_prior, k_zd, k_zm, k_noise, k_zdf, k_zmf = jax.random.split(rng, 7)
-  stage1 = task.stage1
-  mu_i, lv_i = stage1["initp_enc"].apply({"params": fz["initp_enc"]}, x[:, 0])
-  z_init = reparameterize(k_init, mu_i, lv_i)
-  mu_m, lv_m = stage1["movement_enc"].apply({"params": fz["movement_enc"]}, x)
-  decode = lambda z_mov: task.nets["stdp_dec"].apply({"params": params["stdp_dec"]}, z_init,
-                                                     z_mov)
-  net = lambda name, *args: task.nets[name].apply({"params": params[name]}, *args)
+  """Units (3B, T, P), normalised, of every row of :data:`ROWS` for a units batch.
+
+  The frozen inputs and the two z_dance paths are the composition task's own
+  (``_frozen_inputs``, ``_dance_latents``: the normalisation, z_init, the movement codes and the
+  style exactly as in training); ``batch`` holds ``units``, ``aud`` and ``aud_raw``.
+  """
+  k_init, k_prior, k_zm, k_zmf, *k_lat = jax.random.split(rng, 7)
+  fin = task._frozen_inputs(state, batch, k_init)  # pylint: disable=protected-access
+  lat = task._dance_latents(state.params, fin,  # pylint: disable=protected-access
+                            dict(zip(("z_dance", "noise", "z_dance_f"), k_lat)))
+  B = fin["mu_m"].shape[0]
+  params = state.params
+  decode = lambda z_mov: task.nets["stdp_dec"].apply({"params": params["stdp_dec"]},
+                                                     fin["z_init"], z_mov.reshape(3 * B, -1))
 
   def codes_to_units(z_dance, key):
-    mu_r, lv_r = net("dance_dec", z_dance)
-    return decode(reparameterize(key, mu_r, lv_r).reshape(3 * B, -1))
+    mu_r, lv_r = task.nets["dance_dec"].apply({"params": params["dance_dec"]}, z_dance)
+    return decode(reparameterize(key, mu_r, lv_r))
 
-  codes = jnp.concatenate([mu_m.reshape(B, 3, -1), lv_m.reshape(B, 3, -1)], axis=-1)
-  mu_d, lv_d = net("dance_enc", codes)
-  style = task.style.apply(fz["style"], jnp.asarray(batch["aud_raw"])[:, :task.style.input_frames])
-  noise = jax.random.normal(k_noise, (B, task.m.noise_dim))
-  mu_f, lv_f = net("audstyle_enc", style, noise)
   return {
-      "real": x,
-      "vae_recon": decode(mu_m),
-      "vae_prior": decode(jax.random.normal(k_prior, mu_m.shape)),
-      "dance_path": codes_to_units(reparameterize(k_zd, mu_d, lv_d), k_zm),
-      "music_path": codes_to_units(reparameterize(k_zdf, mu_f, lv_f), k_zmf),
+      "real": fin["units"],
+      "vae_recon": decode(fin["mu_m"]),
+      "vae_prior": decode(jax.random.normal(k_prior, fin["mu_m"].shape)),
+      "dance_path": codes_to_units(lat["z_dance"], k_zm),
+      "music_path": codes_to_units(lat["z_dance_f"], k_zmf),
   }
 
 
