@@ -144,7 +144,7 @@ def test_evaluator_specs_default_and_unknown_kind():
 class _EagerOnlyTask:
   """An init that reads concrete batch values: a bug the state builder names."""
 
-  def prepare(self, batch, stats):
+  def prepare_host(self, batch, stats):
     pass
 
   def init_state(self, rng, batch, stats):
@@ -153,7 +153,8 @@ class _EagerOnlyTask:
 
 def test_state_builder_refuses_untraceable_init_and_matches_abstract():
   batch = {"x": np.ones((2, 3), np.float32)}
-  with pytest.raises(state_lib.StateBuildError, match="_EagerOnlyTask.init_state.*prepare"):
+  with pytest.raises(state_lib.StateBuildError,
+                     match="_EagerOnlyTask.init_state.*prepare_host"):
     state_lib.build_state(_EagerOnlyTask(), jax.random.PRNGKey(0), batch)
   from d2m_jax.tasks import get_task
   c = tiny_config(1)

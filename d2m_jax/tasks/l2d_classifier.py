@@ -67,13 +67,13 @@ class L2DClassifierTask(Task):
     dtype = compute_dtype(config)
     self.model = DanceClassifier(self.k, m.hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.tx = common.make_optimizer(config.optim)
-    self._centroids = None   # set by prepare()
+    self._centroids = None   # set by prepare_host()
 
   def synthetic_batch(self, batch_size, rng):
     return common.synthetic_batch(self.config, batch_size, rng)
 
   # -- clusters -----------------------------------------------------------------------------
-  def prepare(self, batch, stats=None):
+  def prepare_host(self, batch, stats=None):
     """Fits (or loads) the k-means centroids on the host before the state is built: from
     ``model.clusters_path``, else the train split (real training: ``stats`` given), else the
     batch's own clips (benchmarks, unit tests). ``init_state`` then only places them."""
@@ -107,7 +107,7 @@ class L2DClassifierTask(Task):
   # -- Task API -----------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):
     mean, std = common.feature_stats(stats, FEATURE, 512)
-    # Centroids from prepare(); a shape-only build (restore: they come from the checkpoint)
+    # Centroids from prepare_host(); a shape-only build (restore: they come from the checkpoint)
     # has none yet and uses zeros of the right shape.
     centroids = self._centroids
     if centroids is None:

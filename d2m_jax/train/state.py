@@ -4,7 +4,7 @@
 The engine, checkpoint restore, export, the benchmarks and the tests all make states through
 these two functions, so a state is always built the same way:
 
-1. ``task.prepare(batch, stats)`` runs on the host first (outside any trace). Work that needs
+1. ``task.prepare_host(batch, stats)`` runs on the host first (outside any trace). Work that needs
    concrete data, such as fitting k-means centroids for the learn2dance classifier, happens
    there and nowhere else;
 2. ``task.init_state(rng, batch, stats)`` runs under ``jax.jit`` (an eager flax init of the
@@ -31,7 +31,8 @@ _TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConve
 
 
 class StateBuildError(RuntimeError):
-  """A task's ``init_state`` could not be traced (it must be jittable; see ``Task.prepare``)."""
+  """A task's ``init_state`` could not be traced (it must be jittable; see
+  ``Task.prepare_host``)."""
 
 
 def _traced(what, task, fn):
@@ -40,7 +41,7 @@ def _traced(what, task, fn):
   except _TRACE_ERRORS as e:
     raise StateBuildError(
         f"{type(task).__name__}.init_state is not traceable ({type(e).__name__}); host-side "
-        f"work that needs concrete data belongs in {type(task).__name__}.prepare ({what})"
+        f"work that needs concrete data belongs in {type(task).__name__}.prepare_host ({what})"
     ) from e
 
 
@@ -56,7 +57,7 @@ def build_state(task, rng, batch: Dict[str, Any], stats: Optional[Dict[str, np.n
     sharding: where every leaf goes (e.g. ``NamedSharding(mesh, P())``, replicated); None
       leaves placement to jit (the default device).
   """
-  task.prepare(batch, stats)
+  task.prepare_host(batch, stats)
   fn = jax.jit(task.init_state, out_shardings=sharding)
   return _traced("build_state", task, lambda: fn(rng, batch, stats))
 

@@ -67,7 +67,7 @@ class Task(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
 
-  def prepare(self, batch: Batch, stats: Optional[Dict[str, np.ndarray]] = None) -> None:
+  def prepare_host(self, batch: Batch, stats: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Host-side work that needs concrete data before the state is built (e.g. fitting k-means
     centroids); runs once, outside any trace (``d2m_jax.train.state.build_state``). Default:
     nothing."""
