@@ -1,8 +1,11 @@
 r"""Time to quality: train a config to its ``config.target`` with several seeds, MLPerf-style.
 
     python benchmarks/time_to_quality.py --config=configs/style_paper.py --seeds=3 \
-        --out=runs/ttq/style_paper --config.num_train_steps=3000 \
-        --config.target.metric=eval_validation/balanced_accuracy --config.target.threshold=0.9
+        --out=runs/ttq/style_paper --config.eval_every_steps=100 \
+        --config.target.metric=eval_validation/accuracy --config.target.threshold=0.98
+    python benchmarks/time_to_quality.py --config=configs/wgan_seq.py --seeds=3 \
+        --out=runs/ttq/wgan_seq --add_eval=motion,motion_ratio,validation,25 \
+        --config.target.metric=eval_motion/generated_ratio --config.target.threshold=0.8
 
 Each seed trains in ``OUT/seed_<k>`` through the engine (``launch/train.py``'s path: the task,
 the evaluators, the target action), which stops at the first evaluation that meets the target
@@ -36,6 +39,8 @@ config_flags.DEFINE_config_file("config", None, "Training configuration (configs
                                 lock_config=False)
 flags.DEFINE_integer("seeds", 3, "Number of seeds (config.seed = 0..N-1).")
 flags.DEFINE_string("out", None, "Output folder (one workdir per seed, runs.jsonl, curves.png).")
+flags.DEFINE_multi_string("add_eval", [], "NAME,KIND,SPLIT,EVERY_STEPS: adds an evaluator to "
+                          "config.evals (e.g. motion,motion_ratio,validation,100), repeatable.")
 flags.mark_flags_as_required(["config", "out"])
 
 FIGURES = ("step", "examples", "train_wall_s", "train_cpu_s", "compile_s", "eval_s")
@@ -92,6 +97,13 @@ def main(argv):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   config = FLAGS.config
+  for spec in FLAGS.add_eval:
+    try:
+      name, kind, split, every = spec.split(",")
+      config.evals[name] = dict(kind=kind, split=split, every_steps=int(every), final=True)
+    except ValueError:
+      print(f"error: --add_eval={spec!r}: expected NAME,KIND,SPLIT,EVERY_STEPS", file=sys.stderr)
+      return 2
   target = config.get("target")
   if not target or not target.get("metric"):
     print("error: the config has no target: set --config.target.metric and "
