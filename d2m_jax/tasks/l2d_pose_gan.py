@@ -9,7 +9,8 @@ mocap centimetres are rescaled so that the GAN sees unit-scale inputs).
 
 One step = one critic update + one generator update (n_critic = 1), Adam 1e-3 (0.5, 0.999):
 critic ``E[D(fake)] - E[D(real)] + 10 * GP``, generator ``-E[D(fake)]`` on the same z.
-Deliberate fix: GP is ``E[(|grad D(x_hat)| - 1)^2]`` at real/fake interpolates; the original's
+Deliberate fix: GP is ``E[(|grad D(x_hat)| - 1)^2]`` at real/fake interpolates (the WGAN
+family's ``d2m_jax.models.wgan_losses.gradient_penalty``); the original's
 ``grad_outputs = zeros`` turned it into the constant 1 (``config.model.gp_weight = 0`` reproduces
 its unconstrained WGAN).
 """
@@ -24,8 +25,8 @@ import numpy as np
 import optax
 
 from d2m_jax.models.learn2dance import project_to_2d
-from d2m_jax.models.learn2dance_gan import (POSE_Z, PoseCritic, PoseGenerator, gradient_penalty,
-                                            interpolate)
+from d2m_jax.models.learn2dance_gan import POSE_Z, PoseCritic, PoseGenerator
+from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
@@ -96,7 +97,8 @@ class PoseGANTask(Task):
     def d_loss_fn(dp):
       critic = lambda x: self.D.apply({"params": dp}, x, True, rngs={"dropout": kd1})  # noqa
       wd = jnp.mean(critic(real)) - jnp.mean(critic(fake))
-      gp = gradient_penalty(critic, interpolate(kgp, real, fake))
+      alpha = jax.random.uniform(kgp, (real.shape[0],))
+      gp, _ = gradient_penalty(critic, [interpolate(real, fake, alpha)])
       return -wd + gp_w * gp, (wd, gp)
 
     (d_loss, (wd, gp)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
