@@ -37,7 +37,9 @@ MARKER = "d2m_warm.json"
 LOCK = ".d2m_compile.lock"
 WARM_VERSION = 1                       # bump when the features start using other kernels
 _LIBROSA_MODULES = ("librosa.util", "librosa.onset", "librosa.beat", "librosa.feature")
-_WARM_CODE = "from d2m_jax.data import numba_cache; numba_cache.warm_here()"
+# The warm-up child runs the features themselves (features imports this module, never the
+# reverse: no import cycle).
+_WARM_CODE = "from d2m_jax.data import features; features.warm_kernels()"
 
 
 class NumbaCacheError(RuntimeError):
@@ -104,17 +106,6 @@ def import_librosa():
         importlib.import_module(name)
   import librosa  # pylint: disable=import-outside-toplevel
   return librosa
-
-
-def warm_here():
-  """Compiles (or loads) every kernel the features use, in this process (the warm-up child)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from d2m_jax.data import features, synthetic  # pylint: disable=import-outside-toplevel
-  fps, seconds = 25.0, 2.0                      # 2 s of the embedded default's cha-cha music
-  y = synthetic.synth_music("C", 120.0, seconds, 0.1, 50, np.random.default_rng(0))
-  y = np.asarray(y, np.float32)
-  features.compute_all(y, synthetic.SR, fps, int(fps * seconds))
-  features.beat_frames(y, synthetic.SR, fps, int(fps * seconds))
 
 
 def quarantine(path: str) -> str:
