@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from d2m_jax import files
+
 ENV = "NUMBA_CACHE_DIR"
 WARMING_ENV = "D2M_NUMBA_WARMING"      # set in the warm-up child: no nested warm-up
 MARKER = "d2m_warm.json"
@@ -150,10 +152,7 @@ def ensure_warm(path: str | None = None, log=None) -> str:
       t0 = time.time()
       proc = _run_warm_child(path)
       if proc.returncode == 0:
-        tmp = os.path.join(path, f"{MARKER}.tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-          json.dump(_versions(), f)
-        os.replace(tmp, os.path.join(path, MARKER))
+        files.write_text(os.path.join(path, MARKER), json.dumps(_versions()))
         log(f"numba: compiled librosa's kernels into {path} ({time.time() - t0:.1f} s, once)")
         return path
     if proc.returncode > 0:
