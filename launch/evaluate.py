@@ -141,7 +141,7 @@ def main(argv):
     t0 = time.perf_counter()
     state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
-    names = tuple(getattr(task, "generation_features", ()))
+    names = tuple(task.generation_features)
     dances = []
     for i, seq in enumerate(gen_seqs):
       if FLAGS.test_raw_dir or use_processed:

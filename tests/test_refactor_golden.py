@@ -79,7 +79,7 @@ def _run(name):
   ev = jax.jit(task.eval_step)(state, batch)
   for k, v in ev.items():
     out[f"eval/{k}"] = np.asarray(v, np.float64)
-  if hasattr(task, "finalize_eval"):
+  if task.supports("finalize_eval"):
     fin = task.finalize_eval({k: np.asarray(v) for k, v in ev.items()})
     for k, v in _flat_numbers(fin).items():
       out[f"final/{k}"] = v
