@@ -32,6 +32,7 @@ from d2m_jax.models.learn2dance import project_to_2d
 from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerator
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
+from d2m_jax.tasks.wgan_common import apply_generator, apply_update
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -132,9 +133,9 @@ class SeqGANTask(Task):
     seq_z, pose_z = jax.random.normal(kz1, (B, SEQ_Z)), jax.random.normal(kz2, (B, POSE_Z))
 
     def gen(gp):
-      lat, mut = self.G.apply({"params": gp, "batch_stats": state.g_batch_stats}, seq_z, pose_z,
-                              True, axis_name, rngs={"dropout": kgd}, mutable=["batch_stats"])
-      return self._decode(state.pose_g, lat), mut["batch_stats"]
+      lat, stats = apply_generator(self.G, gp, state.g_batch_stats, (seq_z, pose_z), kgd, True,
+                                   axis_name=axis_name)
+      return self._decode(state.pose_g, lat), stats
 
     fake, _ = gen(state.g_params)
     fake = jax.lax.stop_gradient(fake)
@@ -146,9 +147,7 @@ class SeqGANTask(Task):
                                                             jnp.mean(jax.nn.sigmoid(lf)))
 
     (d_loss, (p_real, p_fake)), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    dg = pmean(dg, axis_name)
-    upd, d_opt = self.d_tx.update(dg, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, upd)
+    d_params, d_opt = apply_update(self.d_tx, dg, state.d_opt, state.d_params, axis_name)
 
     def g_loss_fn(gp):
       f, new_stats = gen(gp)
@@ -156,9 +155,7 @@ class SeqGANTask(Task):
                          1.0), new_stats
 
     (g_loss, new_stats), gg = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    gg = pmean(gg, axis_name)
-    upd, g_opt = self.g_tx.update(gg, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, upd)
+    g_params, g_opt = apply_update(self.g_tx, gg, state.g_opt, state.g_params, axis_name)
     metrics = pmean({"loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake},
                     axis_name)
     return state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=new_stats,
