@@ -4,7 +4,8 @@ For each ``configs/<name>.py[:variant]`` (``d2m_jax.configs.names()`` x ``varian
 config is covered, or fails here, without editing this file):
 
 * **build**: the config loads with its tiny overrides (model sizes shrunk, the rest as written),
-  the Task is made and its state initialised from a synthetic batch of the pipeline's contract;
+  the Task is made and its state built (``d2m_jax.train.state.build_state``, shape-only:
+  ``abstract_state``) from a synthetic batch of the pipeline's contract;
 * **one train step** (jitted): every metric finite, the step counter advanced, parameters moved;
 * **one evaluation** (jitted ``eval_step`` and, where the task has one, ``finalize_eval``):
   every number finite;
@@ -183,14 +184,6 @@ def _check_golden(name, got):
     np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=f"{name}: {k}")
 
 
-def _abstract_init(task, key, batch):
-  try:
-    return jax.eval_shape(lambda k: task.init_state(k, batch, None), key)
-  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-          jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError):
-    return jax.eval_shape(lambda: task.init_state(key, batch, None))
-
-
 def _signature(tree):
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   return treedef, [(tuple(x.shape), str(x.dtype)) for x in leaves]
@@ -205,6 +198,7 @@ def _level(case):
 def test_config_contract(case, level, tmp_path):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   base = case.split(":")[0]
   if base in NOT_TRAINING:
     with pytest.raises(ValueError, match=NOT_TRAINING[base]):
@@ -216,7 +210,7 @@ def test_config_contract(case, level, tmp_path):
   key = jax.random.key(int(config.seed))
 
   if level == "traced":
-    abstract = _abstract_init(task, key, batch)
+    abstract = state_lib.abstract_state(task, key, batch, None)
     after, metrics = jax.eval_shape(task.train_step, abstract, batch)
     assert _signature(after) == _signature(abstract), "the step changes the state's layout"
     assert "loss" in metrics and metrics["loss"].shape == () and \
@@ -225,7 +219,7 @@ def test_config_contract(case, level, tmp_path):
     assert all(v.dtype.kind in "fi" for v in jax.tree.leaves(ev)), ev
     return
 
-  state0 = task.init_state(key, batch, None)
+  state0 = state_lib.build_state(task, key, batch, None)
   step = jax.jit(task.train_step)
   state1, metrics1 = step(state0, batch)
   assert "loss" in metrics1 and math.isfinite(float(metrics1["loss"])), metrics1
@@ -239,9 +233,8 @@ def test_config_contract(case, level, tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, async_save=False)
   ckpt.save(1, state1, {"step": 1})
   ckpt.wait()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        _abstract_init(task, key, batch))
+  target = state_lib.abstract_state(task, key, batch, None,
+                                   sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   restored, meta = ckpt.restore(target)
   ckpt.close()
   assert meta == {"step": 1}
