@@ -90,7 +90,7 @@ class Task(abc.ABC):
   # ---- optional members ----------------------------------------------------------------------
   # Declared here so that every task has them; a task provides one by overriding it, and
   # ``task.supports(name)`` says whether it did (callers ask that, never ``hasattr``).
-  OPTIONAL_METHODS = ("forward", "generate", "finalize_eval")
+  OPTIONAL_METHODS = ("eval_step", "forward", "generate", "finalize_eval", "motion_rows")
 
   # Generation (d2m_jax/generate.py): motion frames per second of ``generate``'s output (None:
   # the mocap rate), the music features it reads (``prepare_music`` computes them at that fps),
@@ -110,6 +110,12 @@ class Task(abc.ABC):
     """A dance for one song: ``feats`` {name: (num_frames, D)} of ``generation_features``,
     ``beats`` (frame indices) -> (num_samples, num_frames, J, C) joints."""
     raise NotImplementedError(f"task {self.name!r} cannot generate dances")
+
+  def motion_rows(self, state, batch: Batch, rng) -> Dict[str, Any]:
+    """Units to compare by motion (``motion_ratio`` evaluator): ``{"real": (N, T, P), "<row>":
+    (N, T, P), ...}`` in one normalised space, e.g. a VAE's reconstruction and a generator's
+    samples. Pure and jittable."""
+    raise NotImplementedError(f"task {self.name!r} has no motion_rows()")
 
   def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
     """Extra entries computed from the SUMMED evaluation metrics of a whole split (e.g. a
