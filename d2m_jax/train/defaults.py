@@ -63,6 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_split = "validation"                    # periodic evaluation
   c.final_eval_splits = ("validation", "test")   # evaluated at the end of training
   c.debug_nan_step = -1                          # >= 0: feed NaN inputs at that step (tests)
+  # Resume safety (d2m_jax/train/workdir.py): a resume whose config differs from the workdir's
+  # config.json is refused except in the cadence fields and those named here ("optim.lr,..."):
+  c.allow_config_change = ""
+  # >= 0: resume from this checkpoint; newer ones are moved to WORKDIR/superseded_checkpoints/.
+  c.restore_step = -1
   c.data = data_config()
   # Multi-process runs (jax.distributed); 'auto' initializes only under a cluster launch.
   c.distributed = distributed.distributed_config()

@@ -47,6 +47,7 @@ from d2m_jax.train import checkpoint as ckpt_lib
 from d2m_jax.train import distributed
 from d2m_jax.train import logs
 from d2m_jax.train import parallel
+from d2m_jax.train import workdir as workdir_lib
 from d2m_jax.train.task import Task
 from d2m_jax.train.task import resolve_dtype_name
 
@@ -139,6 +140,7 @@ def _has_eval(task: Task) -> bool:
   return type(task).eval_step is not Task.eval_step
 
 
+@workdir_lib.locked_training  # lock, workdir and resume-config checks before anything is written
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task: Task,
                        train_iter: Optional[Any] = None,
                        eval_iter_fn: Optional[Callable[[str], Iterable]] = None,
@@ -172,8 +174,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
       f"processes={jax.process_count()} global_batch={global_batch} dtype={_dtype_label(config)} "
       f"workdir={workdir}")
 
-  if is_main:
-    _dump_config(config, workdir)
   writer = logs.create_writer(workdir, is_main, log=log)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(_get(config, "keep_checkpoints", 3)),
                                async_save=bool(_get(config, "async_checkpoints", True)))
@@ -226,6 +226,8 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
   if latest is not None:
     restored, _ = ckpt.restore(dp.abstract_state(state), step=latest)
     state = dp.put_state(restored) if dp.mode == "pmap" else restored
+  if jax.process_index() == 0:  # only once the restore worked (issue 26)
+    _dump_config(config, workdir)
   log(f"state ready in {time.perf_counter() - t0:.2f}s "
       f"({_count_params(dp.get_state(state)):,} parameters in the state's float arrays)")
 
