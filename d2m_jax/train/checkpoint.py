@@ -292,6 +292,10 @@ class Checkpointer:
     try:
       problem = checksum_problem(self.step_dir(step))
     except FileNotFoundError:
+      if not os.path.exists(os.path.join(self.step_dir(step), "_CHECKPOINT_METADATA")):
+        left = _files_under(self.step_dir(step))
+        raise self._damaged(step, f"{CHECKSUMS} and _CHECKPOINT_METADATA are gone "
+                                  f"({len(left)} files left)") from None
       if self._is_main:
         print(f"warning: checkpoint {self.step_dir(step)} has no {CHECKSUMS} (written by an "
               "older version, or the run stopped right after saving it): restored without "
@@ -315,12 +319,17 @@ class Checkpointer:
     """Restores (state, meta); ``abstract_state`` is a ``ShapeDtypeStruct`` tree with shardings.
     Verified first, checked finite after; any failure is one :class:`CheckpointError` line."""
     step = self._resolve(step)
-    self.verify(step)
+    verified = self.verify(step)
     try:
       restored = self.manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                         meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
+      if verified:  # intact files: the state this config builds is not the one saved
+        raise CheckpointError(
+            f"checkpoint {self.step_dir(step)} is intact (checksums verified) but does not fit "
+            f"the train state this config builds ({_first_line(e)}): the model config differs "
+            "from the one it was trained with") from None
       raise self._damaged(step, f"orbax cannot read it ({_first_line(e)})") from None
     state = restored["state"]
     bad = _non_finite_leaf(state)

@@ -48,6 +48,10 @@ ALWAYS_ALLOWED = (
 
 # ------------------------------------------------------------------------------------ lock ----
 
+def _open_lock_file(path: str) -> int:
+  return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
 class WorkdirLock:
   """Exclusive, non-blocking ``flock`` on ``WORKDIR/.lock``; :meth:`release` (or process death)
   frees it. Raises :class:`WorkdirLockedError` when another process (or another open of the same
@@ -58,7 +62,7 @@ class WorkdirLock:
     self.path = os.path.join(self.workdir, LOCK_NAME)
     self._fd = None
     try:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = _open_lock_file(self.path)
     except OSError as e:
       raise WorkdirError(_unwritable(self.workdir, e)) from None
     try:
