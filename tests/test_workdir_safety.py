@@ -153,29 +153,40 @@ def test_keep_deletes_old_checkpoints_only_after_the_newer_ones_verify(tmp_path)
   assert ckpt_lib.checksum_problem(os.path.join(ckpt_lib.checkpoint_dir(workdir), "4")) is None
 
 
-def test_full_disk_at_save_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  """ENOSPC while orbax writes step 4 (simulated: its temporary folder exists, then the error):
-  one DiskFullError line naming the disk, the space needed and free; the partial folder is
-  removed; step 2 still verifies and restores."""
-  orig = ckpt_lib.Checkpointer._orbax_save  # pylint: disable=protected-access
-
-  def full_disk(self, step, state, meta, force):
-    if step == 4:
-      os.makedirs(os.path.join(self.directory, "4.orbax-checkpoint-tmp-1234", "state"))
-      raise OSError(errno.ENOSPC, "No space left on device")
-    return orig(self, step, state, meta, force)
-
-  monkeypatch.setattr(ckpt_lib.Checkpointer, "_orbax_save", full_disk)
+@pytest.mark.parametrize("where", ["save", "background_write"])
+def test_full_disk_at_save_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
+                                                                           where):
+  """ENOSPC while orbax writes step 4 (simulated: its temporary folder exists, then the error,
+  raised by ``save`` or by the background write met in ``wait``): one DiskFullError line naming
+  the disk, the space needed and free; the partial folder is removed; step 2 still verifies."""
   workdir = str(tmp_path / "w")
-  with pytest.raises(DiskFullError) as e:
-    train(tiny_config(6), workdir, train_iter=data_from)
+  ck = ckpt_lib.Checkpointer(workdir, keep=5, async_save=True)
+  ck.save(2, _state(2), {"step": 2})
+  ck.wait()
+  tmp = os.path.join(ck.directory, "4.orbax-checkpoint-tmp-1234", "state")
+
+  def fail(*args, **kwargs):
+    del args, kwargs
+    os.makedirs(tmp, exist_ok=True)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  if where == "save":
+    monkeypatch.setattr(ck, "_orbax_save", fail)
+    with pytest.raises(DiskFullError) as e:
+      ck.save(4, _state(4), {"step": 4})
+  else:
+    ck.save(4, _state(4), {"step": 4})
+    ck.manager.wait_until_finished()
+    shutil.rmtree(ck.step_dir(4))          # as if the write never completed
+    monkeypatch.setattr(ck.manager, "wait_until_finished", fail)
+    with pytest.raises(DiskFullError) as e:
+      ck.wait()
   msg = str(e.value)
-  ckdir = ckpt_lib.checkpoint_dir(workdir)
-  assert "\n" not in msg and f"no space left on the disk holding {ckdir}" in msg, msg
-  assert "MB are free" in msg and "needs about" in msg and "(step 2) is intact" in msg, msg
-  assert sorted(os.listdir(ckdir)) == ["2"]
-  assert ckpt_lib.checksum_problem(os.path.join(ckdir, "2")) is None
-  assert not workdir_lib.is_locked(workdir)   # released on the way out
+  assert "\n" not in msg and f"no space left on the disk holding {ck.directory}" in msg, msg
+  assert "checkpoint 4 needs about" in msg and "MB are free" in msg, msg
+  assert "The last good checkpoint (step 2) is intact" in msg, msg
+  assert sorted(os.listdir(ck.directory)) == ["2"]
+  assert ckpt_lib.checksum_problem(ck.step_dir(2)) is None
 
 
 # ------------------------------------------------------------------------- the loop itself ---
