@@ -340,9 +340,11 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   t0 = time.perf_counter()
   decoded = _load_audio(music_path)
   decode_s = time.perf_counter() - t0
-  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(checkpoint):
-    raise FileNotFoundError(f"{checkpoint}: checkpoint folder not found")
+  from d2m_jax.tasks import GENERATOR_TASKS, restore_workdir  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  # a trained generator workdir (config.json of a generator task, a checkpoint), before restoring
+  workdir_lib.check_trained_workdir(checkpoint, "--checkpoint", GENERATOR_TASKS,
+                                    need_config=config is None)
   t0 = time.perf_counter()
   state, config, task = restore_workdir(checkpoint, config=config, step=step)
   restore_s = time.perf_counter() - t0

@@ -49,14 +49,11 @@ def main(argv):
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.render import FFmpegNotFound  # pylint: disable=import-outside-toplevel
-  from d2m_jax.tasks import GENERATOR_TASKS  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import cli, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   if FLAGS.num_samples < 1:
     print("error: --num_samples must be >= 1", file=sys.stderr)
     return 2
-  try:  # the workdir and the output path, before any music is decoded or data loaded
-    workdir_lib.check_trained_workdir(FLAGS.checkpoint, "--checkpoint",
-                                      None if FLAGS.config is not None else GENERATOR_TASKS)
+  try:  # the output path first; the workdir is checked right after the music is decoded
     if os.path.isdir(FLAGS.out):
       raise workdir_lib.WorkdirError(f"--out={FLAGS.out} is a folder; give a file name (.npz)")
     workdir_lib.check_not_locked(FLAGS.out, "--out")

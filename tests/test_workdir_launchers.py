@@ -51,6 +51,10 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
   gen_wd = _fake_workdir(t / "gen_wd", "wgan_audio")
   out_dir = t / "out_dir"
   out_dir.mkdir()
+  song = t / "song.wav"
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  sf.write(str(song), (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32), 16000)
   locked = t / "locked"
   locked.mkdir()
   holder = subprocess.Popen(
@@ -84,10 +88,10 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
                                     f"--out_dir={t / 'e2'}"), 2,
                             f"--model m={style_wd}: a 'style' workdir; expected one of "
                             "d2m_composition"),
-        "generate_empty": (_launch("generate.py", "--music=x.wav", f"--checkpoint={empty}",
+        "generate_empty": (_launch("generate.py", f"--music={song}", f"--checkpoint={empty}",
                                    f"--out={t / 'g1.npz'}"), 2,
                            f"--checkpoint={empty}: not a training workdir"),
-        "generate_out_dir": (_launch("generate.py", "--music=x.wav", f"--checkpoint={gen_wd}",
+        "generate_out_dir": (_launch("generate.py", f"--music={song}", f"--checkpoint={gen_wd}",
                                      f"--out={out_dir}"), 2,
                              f"--out={out_dir} is a folder; give a file name (.npz)"),
         "export_out_dir": (_launch("export_data.py", *style, f"--out={out_dir}"), 2,

@@ -274,12 +274,16 @@ def locked_training(fn):
   def wrapper(config, workdir, *args, **kwargs):
     import jax  # pylint: disable=import-outside-toplevel
     check_config_values(config)
-    if jax.process_index() != 0:
-      return fn(config, os.path.abspath(workdir), *args, **kwargs)
+    if jax.process_index() != 0:  # same checks (read-only); process 0 locks and moves folders
+      workdir = os.path.abspath(workdir)
+      _check_before_resume(config, workdir, move=False)
+      _sync_processes("workdir_checked")
+      return fn(config, workdir, *args, **kwargs)
     workdir = prepare_workdir(workdir)
     lock = WorkdirLock(workdir)
     try:
       _check_before_resume(config, workdir)
+      _sync_processes("workdir_checked")
       return fn(config, workdir, *args, **kwargs)
     finally:
       lock.release()
@@ -287,7 +291,14 @@ def locked_training(fn):
   return wrapper
 
 
-def _check_before_resume(config, workdir: str):
+def _sync_processes(name: str):
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1:
+    from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
+    distributed.sync(name)
+
+
+def _check_before_resume(config, workdir: str, move: bool = True):
   steps = checkpoint_steps(workdir)
   if not steps:
     return
@@ -301,20 +312,26 @@ def _check_before_resume(config, workdir: str):
                          "against the config") from None
     check_resume_config(saved, config, path=path)
   restore_step = config.get("restore_step", None) if hasattr(config, "get") else None
-  if restore_step is not None and int(restore_step) >= 0:
+  if restore_step is not None and int(restore_step) >= 0 and move:
     supersede_newer_checkpoints(workdir, int(restore_step), lambda m: print(m, flush=True))
 
 
 # ------------------------------------------------------- the read-only tools' workdir check ----
 
 def check_trained_workdir(workdir: str, flag: str = "--checkpoint",
-                          tasks: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                          tasks: Optional[Sequence[str]] = None, *,
+                          need_config: bool = True) -> Dict[str, Any]:
   """A workdir to read (evaluate/generate): a folder with a readable ``config.json`` whose task
-  is one of ``tasks`` (when given) and at least one checkpoint. Returns the saved config."""
+  is one of ``tasks`` (when given) and at least one checkpoint. Returns the saved config
+  (``{}`` with ``need_config=False``: the caller brings its own config)."""
   if not os.path.exists(workdir):
     raise WorkdirError(f"{flag}={workdir}: no such folder")
   if not os.path.isdir(workdir):
     raise WorkdirError(f"{flag}={workdir}: a file, not a training workdir")
+  if not need_config:
+    if not checkpoint_steps(workdir):
+      raise WorkdirError(f"{flag}={workdir}: no checkpoint (checkpoints/ is empty or absent)")
+    return {}
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise WorkdirError(f"{flag}={workdir}: not a training workdir (no config.json; train it "
