@@ -284,7 +284,7 @@ class Checkpointer:
       remedy = f"no older checkpoint verifies; remove {where} to start again"
     return CheckpointError(f"checkpoint {where} is damaged: {problem}; {remedy}")
 
-  def verify(self, step: int) -> bool:
+  def verify(self, step: int, *, warn: bool = True) -> bool:
     """Checks step's files against its checksums: True verified, False no checksums (a
     warning line is printed), :class:`CheckpointError` when damaged."""
     if step in self._verified:
@@ -296,7 +296,7 @@ class Checkpointer:
         left = _files_under(self.step_dir(step))
         raise self._damaged(step, f"{CHECKSUMS} and _CHECKPOINT_METADATA are gone "
                                   f"({len(left)} files left)") from None
-      if self._is_main:
+      if self._is_main and warn:
         print(f"warning: checkpoint {self.step_dir(step)} has no {CHECKSUMS} (written by an "
               "older version, or the run stopped right after saving it): restored without "
               "checksum verification, checked finite", file=sys.stderr, flush=True)

@@ -312,8 +312,18 @@ def _check_before_resume(config, workdir: str, move: bool = True):
                          "against the config") from None
     check_resume_config(saved, config, path=path)
   restore_step = config.get("restore_step", None) if hasattr(config, "get") else None
-  if restore_step is not None and int(restore_step) >= 0 and move:
-    supersede_newer_checkpoints(workdir, int(restore_step), lambda m: print(m, flush=True))
+  if restore_step is not None and int(restore_step) >= 0:
+    if move:
+      supersede_newer_checkpoints(workdir, int(restore_step), lambda m: print(m, flush=True))
+  # the checkpoint the loop will resume from verifies (checksums) before the loop writes a file
+  from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  ck = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
+  try:
+    latest = ck.latest_step()
+    if latest is not None:
+      ck.verify(latest, warn=False)
+  finally:
+    ck.close()
 
 
 # ------------------------------------------------------- the read-only tools' workdir check ----
