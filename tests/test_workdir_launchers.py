@@ -114,7 +114,9 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
   for w in ("w1", "w2", "w3", "w4", "e1", "e2", "g1.npz"):
     assert not (t / w).exists(), w
   assert a_file.read_text() == "not a folder\n"
-  assert sorted(os.listdir(locked)) == [".lock"]
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  assert sorted(os.listdir(locked)) == [".lock"]  # the holder was killed: its file stays,
+  assert not workdir_lib.is_locked(str(locked))   # unlocked (the OS dropped the lock)
   assert os.listdir(out_dir) == [] and os.listdir(empty) == []
 
 

@@ -226,6 +226,7 @@ def test_locked_workdir_refuses_a_second_training_and_changes_nothing(trained, t
   before.pop(".lock", None)
   assert after == before
   workdir_lib.check_not_locked(os.path.join(workdir, "gen", "out.npz"))  # free again
+  assert not os.path.exists(os.path.join(workdir, ".lock"))             # and removed
 
 
 def test_resume_with_other_model_fields_is_refused_and_config_json_kept(trained, tmp_path):

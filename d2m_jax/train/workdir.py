@@ -2,8 +2,9 @@
 resume-config check, and the checks the read-only tools (evaluate, generate, export) run first.
 
 * :class:`WorkdirLock`: ``fcntl.flock`` on ``WORKDIR/.lock`` (the holder's pid written in it),
-  taken by training before it writes anything; the OS releases it when the process dies, so a
-  ``kill -9`` never leaves a stale lock. A second training gets :class:`WorkdirLockedError`
+  taken by training before it writes anything and removed at a normal end; the OS releases the
+  lock when the process dies, so a ``kill -9`` leaves at most an unlocked file, never a stale
+  lock. A second training gets :class:`WorkdirLockedError`
   naming the workdir and the holder's pid, with nothing changed.
 * :func:`locked_training`: the decorator on ``loop.train_and_evaluate``; in order: config values
   (``data.batch_size >= 1``, ...), the workdir (not a file, creatable, writable), the lock, the
@@ -61,20 +62,30 @@ class WorkdirLock:
     self.workdir = os.path.abspath(workdir)
     self.path = os.path.join(self.workdir, LOCK_NAME)
     self._fd = None
-    try:
-      fd = _open_lock_file(self.path)
-    except OSError as e:
-      raise WorkdirError(_unwritable(self.workdir, e)) from None
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      os.close(fd)
-      if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-        raise WorkdirLockedError(
-            f"workdir {self.workdir} is in use by another training (pid {holder_pid(self.path)} "
-            f"holds {self.path}); nothing was changed. Wait for it to end or use another "
-            "--workdir") from None
-      raise WorkdirError(_unwritable(self.workdir, e)) from None
+    for _ in range(100):  # retried only when a releasing holder unlinked the file meanwhile
+      try:
+        fd = _open_lock_file(self.path)
+      except OSError as e:
+        raise WorkdirError(_unwritable(self.workdir, e)) from None
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+          raise WorkdirLockedError(
+              f"workdir {self.workdir} is in use by another training (pid "
+              f"{holder_pid(self.path)} holds {self.path}); nothing was changed. Wait for it "
+              "to end or use another --workdir") from None
+        raise WorkdirError(_unwritable(self.workdir, e)) from None
+      try:
+        same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)  # we locked a file its holder had just removed: take the new one
+    else:
+      raise WorkdirError(f"workdir {self.workdir}: could not take {self.path}")
     self._fd = fd
     try:
       os.ftruncate(fd, 0)
@@ -84,7 +95,13 @@ class WorkdirLock:
       raise WorkdirError(_unwritable(self.workdir, e)) from None
 
   def release(self):
+    """Removes the lock file (a clean workdir after a normal end), then unlocks. A waiting
+    process that opened the old file notices the unlink and takes a new one."""
     if self._fd is not None:
+      try:
+        os.unlink(self.path)
+      except OSError:
+        pass
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
