@@ -118,6 +118,65 @@ def checksum_problem(step_dir: str) -> Optional[str]:
   return None
 
 
+def _step_folders(directory: str) -> List[int]:
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def damaged_error(directory: str, step: int, problem: str, verified=()) -> CheckpointError:
+  """The one line for a damaged ``directory/step``: what is wrong and the remedy (the newest
+  older checkpoint that verifies, or removing the folder)."""
+  prev = None
+  for s in reversed(_step_folders(directory)):
+    if s >= step:
+      continue
+    try:
+      if s in verified or checksum_problem(os.path.join(directory, str(s))) is None:
+        prev = s
+        break
+    except FileNotFoundError:
+      continue
+  where = os.path.join(directory, str(step))
+  if prev is not None:
+    remedy = (f"the newest intact one is step {prev}: resume with --config.restore_step="
+              f"{prev} (moves checkpoints/{step} aside; --step={prev} for generate), or "
+              f"remove {where}")
+  else:
+    remedy = f"no older checkpoint verifies; remove {where} to start again"
+  return CheckpointError(f"checkpoint {where} is damaged: {problem}; {remedy}")
+
+
+def verify_step(directory: str, step: int, verified=None) -> bool:
+  """``directory/step`` against its checksums: True verified (added to ``verified``), False
+  when it has none (but looks complete); :class:`CheckpointError` when damaged."""
+  step_dir = os.path.join(directory, str(step))
+  try:
+    problem = checksum_problem(step_dir)
+  except FileNotFoundError:
+    if not os.path.exists(os.path.join(step_dir, "_CHECKPOINT_METADATA")):
+      raise damaged_error(directory, step, f"{CHECKSUMS} and _CHECKPOINT_METADATA are gone "
+                          f"({len(_files_under(step_dir))} files left)",
+                          verified or ()) from None
+    return False
+  if problem is not None:
+    raise damaged_error(directory, step, problem, verified or ())
+  if verified is not None:
+    verified.add(step)
+  return True
+
+
+def verify_latest(workdir: str) -> Optional[int]:
+  """Verifies the newest step folder of a workdir (the one a resume starts from); returns its
+  step (None: no checkpoint). No orbax manager is built (nothing is printed)."""
+  steps = _step_folders(checkpoint_dir(workdir))
+  if not steps:
+    return None
+  verify_step(checkpoint_dir(workdir), steps[-1])
+  return steps[-1]
+
+
 # ------------------------------------------------------------------------------ disk full ----
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -161,7 +220,7 @@ class Checkpointer:
     self._async = bool(async_save)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None, create=not read_only, enable_async_checkpointing=async_save,
-        read_only=read_only)
+        read_only=read_only, save_interval_steps=0 if read_only else 1)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
 
@@ -265,45 +324,19 @@ class Checkpointer:
 
   # ---- restore ----------------------------------------------------------------------------
   def _damaged(self, step: int, problem: str) -> CheckpointError:
-    prev = None
-    for s in sorted(self.manager.all_steps(), reverse=True):
-      if s >= step:
-        continue
-      try:
-        if s in self._verified or checksum_problem(self.step_dir(s)) is None:
-          prev = s
-          break
-      except FileNotFoundError:
-        continue
-    where = self.step_dir(step)
-    if prev is not None:
-      remedy = (f"the newest intact one is step {prev}: resume with --config.restore_step="
-                f"{prev} (moves checkpoints/{step} aside; --step={prev} for generate), or "
-                f"remove {where}")
-    else:
-      remedy = f"no older checkpoint verifies; remove {where} to start again"
-    return CheckpointError(f"checkpoint {where} is damaged: {problem}; {remedy}")
+    return damaged_error(self.directory, step, problem, self._verified)
 
   def verify(self, step: int, *, warn: bool = True) -> bool:
     """Checks step's files against its checksums: True verified, False no checksums (a
     warning line is printed), :class:`CheckpointError` when damaged."""
     if step in self._verified:
       return True
-    try:
-      problem = checksum_problem(self.step_dir(step))
-    except FileNotFoundError:
-      if not os.path.exists(os.path.join(self.step_dir(step), "_CHECKPOINT_METADATA")):
-        left = _files_under(self.step_dir(step))
-        raise self._damaged(step, f"{CHECKSUMS} and _CHECKPOINT_METADATA are gone "
-                                  f"({len(left)} files left)") from None
+    if not verify_step(self.directory, step, self._verified):
       if self._is_main and warn:
         print(f"warning: checkpoint {self.step_dir(step)} has no {CHECKSUMS} (written by an "
               "older version, or the run stopped right after saving it): restored without "
               "checksum verification, checked finite", file=sys.stderr, flush=True)
       return False
-    if problem is not None:
-      raise self._damaged(step, problem)
-    self._verified.add(step)
     return True
 
   def _resolve(self, step: Optional[int]) -> int:

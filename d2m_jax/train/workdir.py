@@ -334,13 +334,7 @@ def _check_before_resume(config, workdir: str, move: bool = True):
       supersede_newer_checkpoints(workdir, int(restore_step), lambda m: print(m, flush=True))
   # the checkpoint the loop will resume from verifies (checksums) before the loop writes a file
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
-  ck = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
-  try:
-    latest = ck.latest_step()
-    if latest is not None:
-      ck.verify(latest, warn=False)
-  finally:
-    ck.close()
+  checkpoint.verify_latest(workdir)
 
 
 # ------------------------------------------------------- the read-only tools' workdir check ----
