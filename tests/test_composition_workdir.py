@@ -16,7 +16,7 @@ from configs.d2m_composition import get_config as comp_config
 from configs.d2m_decomposition import get_config as decomp_config
 from d2m_jax.tasks import get_task, restore_workdir
 from d2m_jax.train import checkpoint as ckpt_lib
-from d2m_jax.train import loop
+from d2m_jax.train import logs
 from d2m_jax.train import workdir as workdir_lib
 
 
@@ -64,7 +64,7 @@ def test_composition_workdir_generates_after_copy_from_another_directory(tmp_pat
   batch = task.synthetic_batch(2, np.random.default_rng(0))
   trained = jax.device_get(jax.jit(task.init_state)(jax.random.PRNGKey(2), batch, None))
   os.makedirs("comp")
-  loop._dump_config(cfg, os.path.abspath("comp"))  # pylint: disable=protected-access
+  logs.atomic_write_json(os.path.join("comp", "config.json"), workdir_lib.config_as_json(cfg))
   ck = ckpt_lib.Checkpointer("comp", async_save=False)
   ck.save(3, trained, {"step": 3, "data_step": 3})
   ck.close()
