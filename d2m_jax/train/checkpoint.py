@@ -20,8 +20,9 @@
   kill in the instant between orbax finishing and the manifest write) is restored with a
   warning line and checked finite;
 * **keep**: orbax deletes nothing (``max_to_keep=None``); after step N's checksums are written
-  and re-verified from disk, checkpoints older than the newest ``keep`` verified ones are
-  deleted. An unverified or damaged newest checkpoint never causes an older one to go;
+  (hashed from the files orbax finished writing), checkpoints older than the newest ``keep``
+  that verify (each older one re-hashed once per process) are deleted. An unverified or
+  damaged newer checkpoint never causes an older one to go;
 * a full disk while saving is a :class:`~d2m_jax.train.errors.DiskFullError` naming the disk,
   the space needed and free; orbax's partial temporary folder is removed and the last good
   checkpoint stays intact;
@@ -264,15 +265,20 @@ class Checkpointer:
       return
     if self._is_main:
       try:
-        write_checksums(self.step_dir(step), step)
+        write_checksums(self.step_dir(step), step)  # hashed from the files on disk
       except OSError as e:
         self._raise_if_disk_full(e, step)
         raise
+      self._verified.add(step)
     if jax.process_count() > 1:  # every process prunes alike (orbax's delete is collective)
       from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
       distributed.sync(f"checksums_{step}")
-    if checksum_problem(self.step_dir(step)) is None:  # re-read from disk
-      self._verified.add(step)
+      try:
+        if checksum_problem(self.step_dir(step)) is None:
+          self._verified.add(step)
+      except FileNotFoundError:
+        pass
+    if step in self._verified:
       self._prune()
 
   def _prune(self):
