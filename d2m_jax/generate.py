@@ -205,6 +205,55 @@ def skeleton_for(task, joints_shape) -> str:
   raise ValueError(f"no skeleton with {j} joints x {c} dims; set task.skeleton")
 
 
+# Rough working set of generation per float of input features and of output joints (the models
+# keep per-sample copies of the music features, their hidden states and the joints in float32;
+# the factor is an upper estimate, e.g. wgan_audio on a 30 s song: ~2.8 MB per sample measured
+# as an out-of-memory request for 10,000 samples).
+GENERATION_BYTES_PER_FLOAT = 4 * 4
+_MAX_JOINT_FLOATS = 25 * 3   # the largest skeleton (openpose25 x, y, c / mocap23 x 3)
+
+
+def generation_bytes(music: "Music", num_samples: int) -> int:
+  """Rough upper estimate of the memory one batched ``task.generate`` call needs."""
+  floats = sum(int(np.size(v)) for v in music.feats.values())
+  floats += music.num_frames * _MAX_JOINT_FLOATS
+  return int(num_samples) * floats * GENERATION_BYTES_PER_FLOAT
+
+
+def available_memory_bytes() -> Optional[int]:
+  """Free memory of the default device (accelerators: its allocator's limit minus what is in
+  use; CPU: the host's MemAvailable); None when unknown."""
+  import jax  # pylint: disable=import-outside-toplevel
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def check_generation_fits(music: "Music", num_samples: int):
+  """Refuses (:class:`~d2m_jax.train.errors.ResourceError`, one line with the estimate) a
+  generation batch larger than the free memory, before any work."""
+  from d2m_jax.train.errors import ResourceError  # pylint: disable=import-outside-toplevel
+  need, have = generation_bytes(music, num_samples), available_memory_bytes()
+  if have is None or need <= have:
+    return
+  fit = max(1, int(num_samples * have // need))
+  raise ResourceError(
+      f"--num_samples={num_samples}: {num_samples} dances of {music.num_frames} frames need "
+      f"about {need / 1e9:.1f} GB (rough estimate), {have / 1e9:.1f} GB are free; ask for at "
+      f"most about {fit} samples per call, or a shorter song")
+
+
 def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int = 0):
   """One batched ``task.generate`` call -> (num_samples, num_frames, J, C) float32 numpy."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -277,9 +326,11 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   t0 = time.perf_counter()
   decoded = _load_audio(music_path)
   decode_s = time.perf_counter() - t0
-  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(checkpoint):
-    raise FileNotFoundError(f"{checkpoint}: checkpoint folder not found")
+  from d2m_jax.tasks import GENERATOR_TASKS, restore_workdir  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  # a trained generator workdir (config.json of a generator task, a checkpoint), before restoring
+  workdir_lib.check_trained_workdir(checkpoint, "--checkpoint", GENERATOR_TASKS,
+                                    need_config=config is None)
   t0 = time.perf_counter()
   state, config, task = restore_workdir(checkpoint, config=config, step=step)
   restore_s = time.perf_counter() - t0
@@ -289,6 +340,7 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
                         with_beats=render or uses_beats(task))
   music.timings["decode"] = decode_s
   music.timings["restore"] = restore_s
+  check_generation_fits(music, num_samples)
   joints = generate_dance(task, state, music, num_samples=num_samples, seed=seed)
   sk = skeleton_for(task, joints.shape)
   out = save_dance(out_path, joints, fps=fps, skeleton=sk, music=music,

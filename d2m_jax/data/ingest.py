@@ -233,6 +233,10 @@ def _ingest_once(source, raw_dir, processed_dir, *, on_error, num_workers, split
   os.makedirs(os.path.join(tmp_dir, "seq"))
   t0 = time.time()
   records, skipped = [], []
+  if source in ("synthetic", "music_to_dance"):  # every raw folder accounted for
+    for info in readers.unmatched_folders(raw_dir):
+      skipped.append(info)
+      log(f"SKIPPED {info['name']}: {info['path']}: {info['problem']}")
   try:
     jobs = [(source, it, opts, process_fn) for it in items]
     fault_was_enabled = faulthandler.is_enabled()
