@@ -40,6 +40,7 @@ def get_config():
   c.model.max_lag = 380.0          # ... to 380 frames (15.2 s)
   c.model.tempo_jitter = 0.0       # no tempo jitter (0.02 cost 3-5 points: docs/style.md)
   c.model.standardise_inputs = True  # z-score each lag bin (running training-set mean / std)
+  c.model.meter_groups = ()        # meter features appended (d2m_jax/models/meter.py GROUPS)
   c.model.channels = ()            # no conv stack ...
   c.model.kernel = 5
   c.model.hidden = 0               # ... no hidden layer: a linear head, 64 x 4 + 4 weights

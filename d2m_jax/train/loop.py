@@ -29,6 +29,8 @@ process 0; checkpoints go through orbax from every process.
 Test/benchmark hooks: ``train_iter`` (an iterator of host batches, or a callable
 ``start_step -> iterator`` for exact-resume tests), ``eval_iter_fn(split) -> iterable``, and
 ``stats`` (dataset statistics; loaded from the pipeline when not given and the pipeline is used).
+A task may define ``host_batch(batch, step) -> batch``: applied to every training batch on the
+host before it is placed on the devices (e.g. to keep only a short segment of padded sequences).
 """
 from __future__ import annotations
 
@@ -218,6 +220,11 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
     first_batch = next(it)
   except StopIteration:
     raise RuntimeError("the training iterator yielded no batch") from None
+  # Optional task hook: cut / trim each host batch before it is placed on the devices (e.g. the
+  # music-style task keeps one short segment of each padded song), as a function of the step.
+  host_fn = getattr(task, "host_batch", None)
+  if host_fn is not None:
+    first_batch = host_fn(first_batch, start_step)
 
   # ---- state ---------------------------------------------------------------------------------
   t0 = time.perf_counter()
@@ -333,6 +340,8 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
         batch = next(it)
       except StopIteration:
         raise RuntimeError(f"the training iterator ran out at step {step}") from None
+      if host_fn is not None:
+        batch = host_fn(batch, step)
       if step == nan_step:
         batch = _poison(batch)
       placed = dp.put_batch(batch)

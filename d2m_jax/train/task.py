@@ -80,6 +80,9 @@ class Task(abc.ABC):
     """Evaluation metrics (batch means) on one batch. Default: none."""
     return {}
 
+  # Optional: ``host_batch(batch, step) -> batch``: the engine applies it to every training batch
+  # on the host before device placement (cut padded sequences, drop keys the step never reads).
+
   # Optional: ``forward(state, batch) -> loss`` (float32 scalar): the same forward pass and loss
   # as train_step without gradient or update (benchmarks' forward-only rows). Pure and jittable.
 
