@@ -32,16 +32,17 @@ def tempogram(env, win=384):
   return ac / np.maximum(ac[:, :1], 1e-12)
 
 
-def click_track(frames, beat, bar, accent=2.0, phase=0):
+def click_track(frames, beat, bar, accent=2.0, phase=0, first_downbeat=0):
   """Onset envelope (1 per beat, ``accent`` on each bar's first beat), low-frequency log energy
   (a bass note on each downbeat: log 1 vs log 0.25 on the other beats, log 0.01 between beats)
-  and the beat one-hot of a click track with ``beat`` frames per beat and ``bar`` beats per bar."""
+  and the beat one-hot of a click track with ``beat`` frames per beat and ``bar`` beats per bar
+  (the first beat on frame ``phase``, the first downbeat the beat ``first_downbeat``)."""
   onset, beats = np.zeros(frames), np.zeros(frames)
   low = np.full(frames, np.log(0.01))
   k = np.round(np.arange(phase, frames, beat)).astype(int)
   k = k[k < frames]
   onset[k], beats[k], low[k] = 1.0, 1.0, np.log(0.25)
-  onset[k[::bar]], low[k[::bar]] = accent, 0.0
+  onset[k[first_downbeat::bar]], low[k[first_downbeat::bar]] = accent, 0.0
   return onset, low, beats
 
 
@@ -131,8 +132,9 @@ def test_beat_period_is_the_least_squares_slope_with_a_tempogram_fallback():
 
 def test_each_feature_group_tells_3_4_from_4_4_at_the_same_tempo():
   # 100 BPM (15 frames per beat), 24 beats in the clip: a multiple of 3, 4, 6 and 8 beats.
-  f3, _ = features(*click_track(360, 15, 3))
-  f4, _ = features(*click_track(360, 15, 4))
+  # (First beat on frame 1: every beat has both neighbours inside the clip.)
+  f3, _ = features(*click_track(360, 15, 3, phase=1))
+  f4, _ = features(*click_track(360, 15, 4, phase=1))
   # Autocorrelation at beat lags: the bar of 3 beats lifts lags 3 and 6, the bar of 4 lags 4 and
   # 8 (the window's decay with the lag is common to both tracks: compare across them).
   for short, long in (("ac@3", "ac@4"), ("ac@6", "ac@8")):
@@ -147,26 +149,31 @@ def test_each_feature_group_tells_3_4_from_4_4_at_the_same_tempo():
   np.testing.assert_allclose(f4[on3], [0.0, 0.0, 0.0], atol=1e-5)
   np.testing.assert_allclose(f4[on4], [0.6, -0.2, -0.2, -0.2], atol=1e-5)
   np.testing.assert_allclose(f3[on4], [0.0] * 4, atol=1e-5)
-  # Low-frequency energy on the downbeats: log 1 vs log 0.25, minus the mean per position.
-  d = np.log(4.0)
+  # Low-frequency energy, the mean over the beat frame and its two neighbours (log 0.01): the
+  # downbeats are log 1 - log 0.25 over 3 frames above the other beats; minus the mean.
+  d = np.log(4.0) / 3.0
   np.testing.assert_allclose(f3[[col(f"low3[{j}]") for j in range(3)]],
                              [2 * d / 3, -d / 3, -d / 3], atol=1e-5)
   np.testing.assert_allclose(f4[[col(f"low4[{j}]") for j in range(4)]],
                              [3 * d / 4, -d / 4, -d / 4, -d / 4], atol=1e-5)
-  # Phase-free strengths: |F1| of the 3-beat pattern = 0.25 for 3/4 (closed form), none for 4/4;
-  # |F1| of the 4-beat pattern = 0.15 for 4/4; the 6- and 8-beat terms (double-tempo bars) the
-  # same way round.
+  # Phase-free strengths: |F1| of the 3-beat pattern = |0.5 + 0.25| / 3 = 0.25 for 3/4, none for
+  # 4/4;
+  # |F1| of the 4-beat pattern = |0.6 + 0.2| / 4 = 0.2 for 4/4. The 6- and 8-beat terms: the same bars when the
+  # beat tracker runs at twice the tempo (a 3/4 bar = 6 tracked beats, a 4/4 bar = 8).
+  d3, _ = features(*click_track(360, 7.5, 6, phase=1))
+  d4, _ = features(*click_track(360, 7.5, 8, phase=1))
   for sig in ("onset", "low"):
     assert f3[col(f"{sig}|F1_3|")] > f4[col(f"{sig}|F1_3|")] + 3.0
     assert f4[col(f"{sig}|F1_4|")] > f3[col(f"{sig}|F1_4|")] + 3.0
-    assert f4[col(f"{sig}|F1_8|")] > f3[col(f"{sig}|F1_8|")] + 3.0
+    assert d3[col(f"{sig}|F1_6|")] > d4[col(f"{sig}|F1_6|")] + 3.0
+    assert d4[col(f"{sig}|F1_8|")] > d3[col(f"{sig}|F1_8|")] + 3.0
   np.testing.assert_allclose(f3[col("onset|F1_3|")], np.log(0.25 + 1e-3), atol=1e-4)
-  np.testing.assert_allclose(f4[col("onset|F1_4|")], np.log(0.15 + 1e-3), atol=1e-4)
+  np.testing.assert_allclose(f4[col("onset|F1_4|")], np.log(0.2 + 1e-3), atol=1e-4)
   # Same tempo: the folded tempo is the same for both meters.
   tempo = [col(n) for n in ("tempo_cos1", "tempo_sin1", "tempo_cos2", "tempo_sin2")]
   np.testing.assert_allclose(f3[tempo], f4[tempo], atol=1e-5)
-  # The downbeat's phase in the clip does not change the phase-free features.
-  g3, _ = features(*click_track(360, 15, 3, phase=15))
+  # Where the bar starts in the clip does not change the phase-free features.
+  g3, _ = features(*click_track(360, 15, 3, phase=1, first_downbeat=2))
   phase_free = meter.group_columns(("accents", "dft"))
   np.testing.assert_allclose(g3[phase_free], f3[phase_free], atol=1e-4)
 

@@ -225,8 +225,8 @@ def test_input_standardisation_uses_the_training_clips_seen():
 
 # Unseen-song check (issue 22 item 3): songs of known meter and tempo, where rumba and waltz share
 # the tempo (as three real rumbas share the waltzes' ~87-93 BPM) and only the meter separates
-# them: cha-cha 4/4 ~125 BPM, rumba 4/4 ~88, tango 2/4 accents ~130, waltz 3/4 ~88.
-METER_STYLES = [(12.0, 4), (17.0, 4), (11.5, 2), (17.0, 3)]
+# them: cha-cha 4/4 ~125 BPM, rumba 4/4 ~88, tango 2/4 accents ~150, waltz 3/4 ~88.
+METER_STYLES = [(12.0, 4), (17.0, 4), (10.0, 2), (17.0, 3)]
 
 
 def metered_songs(rng, per_style, frames=400):
@@ -279,3 +279,29 @@ def test_chosen_configuration_classifies_unseen_synthetic_songs_of_each_meter():
   # Rumba (4/4) and waltz (3/4) at the same tempo: not confused.
   conf = np.asarray(m["confusion"])
   assert conf[1, 3] + conf[3, 1] <= 0.1 * (conf[1].sum() + conf[3].sum()), conf
+
+
+def test_host_batch_cuts_one_segment_per_song_and_keeps_the_keys_read():
+  c = music_style_config.get_config()
+  c.model.clip_frames, c.model.segment_extra = 100, 50
+  c.model.meter_groups = ("dft",)                      # reads fact35 too
+  task = get_task(c)
+  rng = np.random.default_rng(4)
+  T = 600
+  feats = rng.random((3, T, 512)).astype(np.float32)
+  rhythm = rng.random((3, T, 35)).astype(np.float32)
+  batch = {"mel_tempogram512": feats, "fact35": rhythm, "pose": np.zeros((3, T, 69)),
+           "style": np.array([0, 1, 3], np.int32), "length": np.array([600, 400, 120], np.int32)}
+  out = task.host_batch(batch, step=7)
+  assert set(out) == {"mel_tempogram512", "fact35", "style", "length"}
+  assert out["mel_tempogram512"].shape == (3, 150, 512) and out["fact35"].shape == (3, 150, 35)
+  np.testing.assert_array_equal(out["length"], [150, 150, 120])
+  for i, n in enumerate([600, 400, 120]):
+    # The segment is a slice of the song that fits in its length (the 120-frame song from 0).
+    s = [s for s in range(max(n - 150, 0) + 1)
+         if np.array_equal(feats[i, s:s + 150], out["mel_tempogram512"][i])]
+    assert len(s) == 1 and np.array_equal(rhythm[i, s[0]:s[0] + 150], out["fact35"][i])
+  again = task.host_batch(batch, step=7)
+  other = task.host_batch(batch, step=8)
+  np.testing.assert_array_equal(again["mel_tempogram512"], out["mel_tempogram512"])
+  assert not np.array_equal(other["mel_tempogram512"][0], out["mel_tempogram512"][0])
