@@ -17,6 +17,7 @@ from d2m_jax.models import meter  # noqa: E402
 
 NAMES = meter.feature_names()
 METER = jax.jit(meter.meter_features)        # one compile per shape, not one per eager op
+L = 360                                      # every clip of these tests: one compiled shape
 
 
 def col(name):
@@ -94,15 +95,15 @@ def test_feature_names_and_groups():
 
 def test_meter_features_match_float64_numpy_on_a_noisy_track():
   rng = np.random.default_rng(0)
-  onset, low, beat = click_track(300, 14.3, 4)
-  onset = onset + 0.2 * rng.random(300)
-  low = low + 0.1 * rng.standard_normal(300)
+  onset, low, beat = click_track(L, 14.3, 4)
+  onset = onset + 0.2 * rng.random(L)
+  low = low + 0.1 * rng.standard_normal(L)
   beat[np.where(beat > 0)[0][5]] = 0.0                         # a missed beat
   beat[101] = 1.0                                              # and an extra one
   got, ac = features(onset, low, beat)
   np.testing.assert_allclose(got, reference(ac, onset, low, beat), rtol=2e-4, atol=2e-4)
   # Batched (..., L) inputs = one clip at a time.
-  o2, l2, b2 = click_track(300, 17.0, 3)
+  o2, l2, b2 = click_track(L, 17.0, 3)
   ac2 = tempogram(o2).mean(0)
   batch = np.asarray(METER(*(jnp.asarray(np.stack(p), jnp.float32) for p in (
       (ac, ac2), (onset, o2), (low, l2), (beat, b2)))))
@@ -112,20 +113,20 @@ def test_meter_features_match_float64_numpy_on_a_noisy_track():
 
 def test_beat_period_is_the_least_squares_slope_with_a_tempogram_fallback():
   rng = np.random.default_rng(1)
-  b = np.sort(rng.choice(250, 20, replace=False))
-  beat = np.zeros(250)
+  b = np.sort(rng.choice(L, 20, replace=False))
+  beat = np.zeros(L)
   beat[b] = 1.0
   period, cnt = meter.beat_period(jnp.asarray(beat))
   np.testing.assert_allclose(float(period), np.polyfit(np.arange(20), b, 1)[0], rtol=1e-5)
   assert int(cnt) == 20
   # One beat only: the period comes from the tempogram's peak over lags 8..30 (here 19).
   ac = np.exp(-0.5 * ((np.arange(384) - 19.0) / 2.0) ** 2) + np.exp(-np.arange(384) / 3.0)
-  one = np.zeros(250)
+  one = np.zeros(L)
   one[40] = 1.0
-  flat = np.ones(250)
+  flat = np.ones(L)
   feats = np.asarray(METER(jnp.asarray(ac, jnp.float32), jnp.asarray(flat, jnp.float32),
-                           jnp.zeros(250), jnp.asarray(one, jnp.float32)), np.float64)
-  np.testing.assert_allclose(feats, reference(ac, flat, np.zeros(250), one),
+                           jnp.zeros(L), jnp.asarray(one, jnp.float32)), np.float64)
+  np.testing.assert_allclose(feats, reference(ac, flat, np.zeros(L), one),
                              rtol=2e-4, atol=2e-4)
   np.testing.assert_allclose(feats[col("ac@1")], np.log1p(1.0 + np.exp(-19 / 3.0)), rtol=1e-4)
 
@@ -133,8 +134,8 @@ def test_beat_period_is_the_least_squares_slope_with_a_tempogram_fallback():
 def test_each_feature_group_tells_3_4_from_4_4_at_the_same_tempo():
   # 100 BPM (15 frames per beat), 24 beats in the clip: a multiple of 3, 4, 6 and 8 beats.
   # (First beat on frame 1: every beat has both neighbours inside the clip.)
-  f3, _ = features(*click_track(360, 15, 3, phase=1))
-  f4, _ = features(*click_track(360, 15, 4, phase=1))
+  f3, _ = features(*click_track(L, 15, 3, phase=1))
+  f4, _ = features(*click_track(L, 15, 4, phase=1))
   # Autocorrelation at beat lags: the bar of 3 beats lifts lags 3 and 6, the bar of 4 lags 4 and
   # 8 (the window's decay with the lag is common to both tracks: compare across them).
   for short, long in (("ac@3", "ac@4"), ("ac@6", "ac@8")):
@@ -160,8 +161,8 @@ def test_each_feature_group_tells_3_4_from_4_4_at_the_same_tempo():
   # 4/4;
   # |F1| of the 4-beat pattern = |0.6 + 0.2| / 4 = 0.2 for 4/4. The 6- and 8-beat terms: the same bars when the
   # beat tracker runs at twice the tempo (a 3/4 bar = 6 tracked beats, a 4/4 bar = 8).
-  d3, _ = features(*click_track(360, 7.5, 6, phase=1))
-  d4, _ = features(*click_track(360, 7.5, 8, phase=1))
+  d3, _ = features(*click_track(L, 7.5, 6, phase=1))
+  d4, _ = features(*click_track(L, 7.5, 8, phase=1))
   for sig in ("onset", "low"):
     assert f3[col(f"{sig}|F1_3|")] > f4[col(f"{sig}|F1_3|")] + 3.0
     assert f4[col(f"{sig}|F1_4|")] > f3[col(f"{sig}|F1_4|")] + 3.0
@@ -173,7 +174,7 @@ def test_each_feature_group_tells_3_4_from_4_4_at_the_same_tempo():
   tempo = [col(n) for n in ("tempo_cos1", "tempo_sin1", "tempo_cos2", "tempo_sin2")]
   np.testing.assert_allclose(f3[tempo], f4[tempo], atol=1e-5)
   # Where the bar starts in the clip does not change the phase-free features.
-  g3, _ = features(*click_track(360, 15, 3, phase=1, first_downbeat=2))
+  g3, _ = features(*click_track(L, 15, 3, phase=1, first_downbeat=2))
   phase_free = meter.group_columns(("accents", "dft"))
   np.testing.assert_allclose(g3[phase_free], f3[phase_free], atol=1e-4)
 
