@@ -7,7 +7,11 @@ out: their audio features are all zero). Only the tempogram half of ``mel_tempog
 classifies is a *clip*: ``config.model.clip_frames`` frames (250 = 10 s at 25 fps); its input
 is the clip's mean tempogram resampled onto ``config.model.num_lags`` log-spaced lags
 (``models/music_style.py``). Nothing is learnt from the absolute loudness or timbre (those
-memorise songs: see the config's table).
+memorise songs: see the config's table). With ``config.model.meter_groups`` the meter features
+of ``models/meter.py`` (beat-lag autocorrelation, bar accent patterns of the onset strength and
+the bass energy, octave-folded tempo; read from ``fact35`` and the lowest mel bands) are appended
+to each clip's profile. The engine cuts every training batch on the host first
+(:meth:`MusicStyleTask.host_batch`: one segment per song, only the keys read).
 
 Training: per step, ``clips_per_sequence`` random clips of each sequence in the batch; a
 per-clip tempo jitter (lags scaled by ``exp(U(-j, j))``, ``config.model.tempo_jitter``) makes
