@@ -22,6 +22,10 @@ class _CopyTask:
     self.scale = scale
 
   @staticmethod
+  def supports(member):
+    return member == "generate"
+
+  @staticmethod
   def key(x):
     return hashlib.sha1(np.asarray(x, np.float32).tobytes()).hexdigest()
 

@@ -221,3 +221,87 @@ def test_input_standardisation_uses_the_training_clips_seen():
   z = (x - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-4)
   np.testing.assert_allclose(np.asarray(task.standardise(new, jnp.asarray(x, jnp.float32))), z,
                              rtol=2e-3, atol=2e-3)
+
+
+# Unseen-song check (issue 22 item 3): songs of known meter and tempo, where rumba and waltz share
+# the tempo (as three real rumbas share the waltzes' ~87-93 BPM) and only the meter separates
+# them: cha-cha 4/4 ~125 BPM, rumba 4/4 ~88, tango 2/4 accents ~150, waltz 3/4 ~88.
+METER_STYLES = [(12.0, 4), (17.0, 4), (10.0, 2), (17.0, 3)]
+
+
+def metered_songs(rng, per_style, frames=400):
+  """Synthetic processed songs: ``mel_tempogram512`` (bass in the lowest mel bands on each
+  downbeat, the onset envelope's tempogram) and ``fact35`` (onset envelope, beat one-hot)."""
+  mels, rhythms, styles = [], [], []
+  for s, (beat, bar) in enumerate(METER_STYLES):
+    for _ in range(per_style):
+      b = beat * np.exp(rng.uniform(-0.03, 0.03))
+      k = np.round(np.arange(int(rng.integers(0, 10)), frames, b)).astype(int)
+      k = k[k < frames]
+      env = 0.2 * rng.random(frames)
+      env[k] += 1.0
+      env[k[::bar]] += 1.0
+      low = np.full(frames, 0.01)
+      low[k], low[k[::bar]] = 0.25, 1.0
+      mel = 1.0 + rng.random((frames, 128))
+      mel[:, :8] = low[:, None] * (1.0 + 0.2 * rng.random((frames, 8)))
+      tg = local_autocorrelation(env)
+      rhythm = np.zeros((frames, 35))
+      rhythm[:, 0] = env
+      rhythm[k, 34] = 1.0
+      mels.append(np.log1p(np.concatenate([mel, tg], 1)).astype(np.float32))
+      rhythms.append(rhythm.astype(np.float32))
+      styles.append(s)
+  return np.stack(mels), np.stack(rhythms), np.array(styles, np.int32)
+
+
+def test_chosen_configuration_classifies_unseen_synthetic_songs_of_each_meter():
+  rng = np.random.default_rng(5)
+  x_tr, r_tr, y_tr = metered_songs(rng, 3)
+  x_te, r_te, y_te = metered_songs(rng, 2)
+  c = music_style_config.get_config()            # the configuration the nested CV chose ...
+  c.model.clip_frames = 150                      # ... on short songs (400 frames)
+  c.model.segment_extra = 150
+  task = get_task(c)
+  n = len(x_tr)
+  step = jax.jit(task.train_step)
+  def batch(i, s):  # noqa: E306
+    return task.host_batch({"mel_tempogram512": x_tr[i], "fact35": r_tr[i], "style": y_tr[i],
+                            "length": np.full(len(i), x_tr.shape[1], np.int32)}, s)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch(np.arange(8), 0))
+  for s in range(80):
+    state, _ = step(state, batch(rng.choice(n, 8, replace=False), s))
+  test = {"mel_tempogram512": x_te, "fact35": r_te, "style": y_te,
+          "length": np.full(len(x_te), x_te.shape[1], np.int32)}
+  m = task.finalize_eval(jax.device_get(jax.jit(task.eval_step)(state, test)))
+  assert m["sequence_accuracy"] == 1.0, m            # every held-out song right by vote
+  assert min(m["per_class_accuracy"]) >= 0.8, m      # each meter / style, clip by clip
+  # Rumba (4/4) and waltz (3/4) at the same tempo: not confused.
+  conf = np.asarray(m["confusion"])
+  assert conf[1, 3] + conf[3, 1] <= 0.1 * (conf[1].sum() + conf[3].sum()), conf
+
+
+def test_host_batch_cuts_one_segment_per_song_and_keeps_the_keys_read():
+  c = music_style_config.get_config()
+  c.model.clip_frames, c.model.segment_extra = 100, 50
+  c.model.meter_groups = ("dft",)                      # reads fact35 too
+  task = get_task(c)
+  rng = np.random.default_rng(4)
+  T = 600
+  feats = rng.random((3, T, 512)).astype(np.float32)
+  rhythm = rng.random((3, T, 35)).astype(np.float32)
+  batch = {"mel_tempogram512": feats, "fact35": rhythm, "pose": np.zeros((3, T, 69)),
+           "style": np.array([0, 1, 3], np.int32), "length": np.array([600, 400, 120], np.int32)}
+  out = task.host_batch(batch, step=7)
+  assert set(out) == {"mel_tempogram512", "fact35", "style", "length"}
+  assert out["mel_tempogram512"].shape == (3, 150, 512) and out["fact35"].shape == (3, 150, 35)
+  np.testing.assert_array_equal(out["length"], [150, 150, 120])
+  for i, n in enumerate([600, 400, 120]):
+    # The segment is a slice of the song that fits in its length (the 120-frame song from 0).
+    s = [s for s in range(max(n - 150, 0) + 1)
+         if np.array_equal(feats[i, s:s + 150], out["mel_tempogram512"][i])]
+    assert len(s) == 1 and np.array_equal(rhythm[i, s[0]:s[0] + 150], out["fact35"][i])
+  again = task.host_batch(batch, step=7)
+  other = task.host_batch(batch, step=8)
+  np.testing.assert_array_equal(again["mel_tempogram512"], out["mel_tempogram512"])
+  assert not np.array_equal(other["mel_tempogram512"][0], out["mel_tempogram512"][0])

@@ -7,7 +7,11 @@ out: their audio features are all zero). Only the tempogram half of ``mel_tempog
 classifies is a *clip*: ``config.model.clip_frames`` frames (250 = 10 s at 25 fps); its input
 is the clip's mean tempogram resampled onto ``config.model.num_lags`` log-spaced lags
 (``models/music_style.py``). Nothing is learnt from the absolute loudness or timbre (those
-memorise songs: see the config's table).
+memorise songs: see the config's table). With ``config.model.meter_groups`` the meter features
+of ``models/meter.py`` (beat-lag autocorrelation, bar accent patterns of the onset strength and
+the bass energy, octave-folded tempo; read from ``fact35`` and the lowest mel bands) are appended
+to each clip's profile. The engine cuts every training batch on the host first
+(:meth:`MusicStyleTask.host_batch`: one segment per song, only the keys read).
 
 Training: per step, ``clips_per_sequence`` random clips of each sequence in the batch; a
 per-clip tempo jitter (lags scaled by ``exp(U(-j, j))``, ``config.model.tempo_jitter``) makes
@@ -35,6 +39,8 @@ import numpy as np
 import optax
 
 from d2m_jax.data import batch_layout
+from d2m_jax.data.skeleton import STYLES
+from d2m_jax.models import meter
 from d2m_jax.models import music_style as ms
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.tasks.classifier import ClassifierTask
@@ -43,6 +49,7 @@ from d2m_jax.train.task import compute_dtype
 FEATURE = "mel_tempogram512"
 TEMPO_COLS = slice(128, 128 + ms.TEMPOGRAM_LAGS)      # the tempogram half of the feature set
 MEL_COLS = slice(0, 128)
+RHYTHM = "fact35"               # onset envelope (column 0) and beat one-hot (column 34)
 
 
 class MusicStyleState(flax.struct.PyTreeNode):
@@ -74,6 +81,9 @@ class MusicStyleTask(ClassifierTask):
     self.standardise_inputs = bool(m.get("standardise_inputs", False))
     self.edges = ms.log_lag_edges(int(m.num_lags), float(m.min_lag), float(m.max_lag)).astype(
         np.float32)
+    # Meter features (models/meter.py) appended to the profile: the groups named here.
+    self.meter_cols = meter.group_columns(tuple(m.get("meter_groups", ()) or ()))
+    self.num_inputs = len(self.edges) - 1 + len(self.meter_cols)
     self.clip_seconds = self.clip_frames / 25.0
     self.tx = optax.adamw(float(config.optim.learning_rate),
                           weight_decay=float(config.optim.weight_decay))
@@ -81,7 +91,7 @@ class MusicStyleTask(ClassifierTask):
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):
     init_rng, state_rng = jax.random.split(rng)
-    K = len(self.edges) - 1
+    K = self.num_inputs
     params = self.model.init(init_rng, jnp.zeros((1, K), jnp.float32))["params"]
     return MusicStyleState(step=jnp.zeros((), jnp.int32), rng=state_rng, params=params,
                            opt_state=self.tx.init(params), input_count=jnp.zeros((), jnp.float32),
@@ -115,13 +125,38 @@ class MusicStyleTask(ClassifierTask):
       return batch["length"].astype(jnp.int32)
     return jnp.full((batch[FEATURE].shape[0],), T, jnp.int32)
 
-  def _profiles(self, batch, starts, lag_scale=None, cols=TEMPO_COLS):
-    """(B, N, K) log-lag profiles of the clips starting at ``starts`` (B, N)."""
-    means = ms.clip_means(self._tempogram(batch, cols), starts, self.clip_frames)  # (B, N, 384)
+  def _rhythm(self, batch):
+    """(B, T, 3) per-frame onset strength, low-frequency log energy and beat one-hot (the
+    meter features' inputs), or None when the config uses no meter feature."""
+    if not self.meter_cols:
+      return None
+    r = batch[RHYTHM].astype(jnp.float32)
+    low = meter.low_frequency_energy(batch[FEATURE][..., MEL_COLS])
+    return jnp.stack([r[..., meter.ONSET_COL], low, r[..., meter.BEAT_COL]], -1)
+
+  def _inputs(self, tempo, rhythm, starts, lag_scale=None):
+    """(B, N, num_inputs) clip inputs: the log-lag profile of the clips starting at ``starts``
+    (B, N) of the linear tempogram ``tempo`` (B, T, 384), then the configured meter features
+    from ``rhythm`` (B, T, 3) (:meth:`_rhythm`)."""
+    means = ms.clip_means(tempo, starts, self.clip_frames)                    # (B, N, 384)
     edges = jnp.asarray(self.edges)
     if lag_scale is not None:
       edges = edges * lag_scale[..., None]                                    # (B, N, K + 1)
-    return ms.log_lag_profile(means, edges)
+    x = ms.log_lag_profile(means, edges)
+    if not self.meter_cols:
+      return x
+    T = rhythm.shape[1]
+    s = jnp.clip(starts, 0, max(T - self.clip_frames, 0))
+    idx = s[..., None] + jnp.arange(self.clip_frames)                         # (B, N, L)
+    B, N, L = idx.shape
+    w = jnp.take_along_axis(rhythm, jnp.minimum(idx, T - 1).reshape(B, N * L, 1), axis=1)
+    w = w.reshape(B, N, L, 3)
+    m = meter.meter_features(means, w[..., 0], w[..., 1], w[..., 2])
+    return jnp.concatenate([x, m[..., jnp.asarray(self.meter_cols)]], -1)
+
+  def _profiles(self, batch, starts, lag_scale=None):
+    """(B, N, num_inputs) inputs of the clips of ``batch`` starting at ``starts`` (B, N)."""
+    return self._inputs(self._tempogram(batch), self._rhythm(batch), starts, lag_scale)
 
   def _train_inputs(self, state, batch, axis_name):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -132,22 +167,49 @@ class MusicStyleTask(ClassifierTask):
     n = self.clips_per_sequence
     seg_rng, start_rng = jax.random.split(start_rng)
     # One random segment of clip_frames + segment_extra frames per sequence, the clips inside
-    # it: the per-step work does not grow with the padded song length.
+    # it: the per-step work does not grow with the padded song length. (The engine's batches
+    # are already cut to one segment on the host by host_batch: then this segment is all of it.)
     seg = min(T, self.clip_frames + self.segment_extra)
     lengths = jnp.minimum(self._lengths(batch), T)
     seg_room = jnp.maximum(lengths - seg + 1, 1)
     seg_start = (jax.random.uniform(seg_rng, (B,)) * seg_room).astype(jnp.int32)
-    tempo = jax.vmap(lambda f, o: jax.lax.dynamic_slice_in_dim(f, o, seg, axis=0))(
-        batch[FEATURE][..., TEMPO_COLS], seg_start)
+    cut = jax.vmap(lambda f, o: jax.lax.dynamic_slice_in_dim(f, o, seg, axis=0))
+    tempo = cut(self._tempogram(batch), seg_start)
+    rhythm = self._rhythm(batch)
+    rhythm = None if rhythm is None else cut(rhythm, seg_start)
     room = jnp.maximum(jnp.minimum(lengths - seg_start, seg) - self.clip_frames + 1, 1)
     starts = (jax.random.uniform(start_rng, (B, n)) * room[:, None]).astype(jnp.int32)
     scale = jnp.exp(jax.random.uniform(jit_rng, (B, n), minval=-self.tempo_jitter,
                                        maxval=self.tempo_jitter))
-    x = self._profiles({FEATURE: tempo}, starts, scale, cols=slice(None)).reshape(B * n, -1)
+    x = self._inputs(tempo, rhythm, starts, scale).reshape(B * n, -1)
     labels = jnp.repeat(batch["style"].astype(jnp.int32), n)
     ok = self._has_audio(batch) * (self._lengths(batch) >= self.clip_frames)
     mask = jnp.repeat(ok, n)
     return x, labels, mask, drop_rng
+
+  def host_batch(self, batch: Mapping[str, np.ndarray], step: int) -> Dict[str, np.ndarray]:
+    """The training batch cut on the host before it goes to the device (the engine calls this
+    when a task has it): only the keys the task reads, and per sequence one random segment of
+    ``clip_frames + segment_extra`` frames (start uniform over the frames that fit, as
+    :meth:`_train_inputs` would draw it; ``length`` becomes the frames of the segment). Moving
+    8 x 500 frames instead of 8 x 4000 padded frames of every feature set makes a step several
+    times cheaper; the clips drawn have the same distribution. Deterministic in (``seed``,
+    ``step``, process), so a resumed run cuts the same segments."""
+    keys = [FEATURE, "style"] + ([RHYTHM] if self.meter_cols else [])
+    T = batch[FEATURE].shape[1]
+    seg = min(T, self.clip_frames + self.segment_extra)
+    B = batch[FEATURE].shape[0]
+    lengths = np.minimum(np.asarray(batch["length"], np.int64), T) if "length" in batch \
+        else np.full((B,), T, np.int64)
+    rng = np.random.default_rng([int(self.config.seed), int(step), jax.process_index()])
+    starts = (rng.random(B) * np.maximum(lengths - seg + 1, 1)).astype(np.int64)
+    idx = starts[:, None] + np.arange(seg)
+    out = {k: np.asarray(batch[k]) for k in keys}
+    for k in (FEATURE, RHYTHM):
+      if k in out:
+        out[k] = np.take_along_axis(out[k], idx[..., None], axis=1)
+    out["length"] = np.clip(lengths - starts, 0, seg).astype(np.int32)
+    return out
 
   def _balanced_weights(self, labels, mask, axis_name):
     """Per-clip loss weights: each class present in the (global) batch weighs the same."""
@@ -229,7 +291,10 @@ class MusicStyleTask(ClassifierTask):
     T = feat.shape[0]
     if T < self.clip_frames or not np.any(feat[:, MEL_COLS] != 0):
       return np.zeros((0, self.num_classes), np.float32)
-    logits, _ = self.clip_logits(state, {FEATURE: jnp.asarray(feat)[None]})
+    batch = {FEATURE: jnp.asarray(feat)[None]}
+    if self.meter_cols:
+      batch[RHYTHM] = jnp.asarray(np.asarray(features[RHYTHM], np.float32))[None]
+    logits, _ = self.clip_logits(state, batch)
     return np.asarray(logits[0])
 
   # ---- synthetic data ------------------------------------------------------------------------

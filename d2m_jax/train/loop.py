@@ -24,9 +24,11 @@ Test/benchmark hooks: ``train_iter`` (an iterator of host batches, or a callable
 ``start_step -> iterator`` for exact-resume tests), ``eval_iter_fn(split) -> iterable``,
 ``stats`` (dataset statistics; loaded from the pipeline when not given and the pipeline is
 used) and ``preemption`` (the SIGTERM handler; the launcher installs one at process start).
+Every training batch goes through ``task.host_batch(batch, step)`` on the host first.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -115,9 +117,8 @@ def _train(run: actions_lib.Run, handler, train_iter, eval_iter_fn, stats):
     run.last_saved = latest
     run.log(f"resuming from checkpoint step {latest} in {run.ckpt.directory}")
   it, stats = _train_iterator(run, train_iter, stats)
-  first = next(it, None)
-  if first is None:
-    raise RuntimeError("the training iterator yielded no batch")
+  batches = _host_batches(run.task, it, run.start_step)
+  first = next(batches)
   state = _initial_state(run, first, stats, latest)
   if jax.process_index() == 0:  # config.json only once the restore worked (issue 26)
     logs.atomic_write_json(os.path.join(run.workdir, "config.json"),
@@ -128,16 +129,17 @@ def _train(run: actions_lib.Run, handler, train_iter, eval_iter_fn, stats):
     return run.dp.get_state(state)
   run.eval_ctx = evaluators.EvalContext(run.config, run.task, run.dp,
                                         eval_iter_fn or evaluators.default_batches(run.config))
+  step_fn = _compile(run, state, first)
   nan_step = int(run.config.get("debug_nan_step", -1))
-  batches = (_poison(b) if s == nan_step else b for s, b in _numbered(first, it, run.start_step))
-  step_fn = _compile(run, state, first if nan_step != run.start_step else _poison(first))
   run.throughput = logs.Throughput(run.start_step, run.total_steps, run.global_batch,
                                    run.dp.num_devices)
   actions = actions_lib.default_actions(run, handler, jax.devices()[0].device_kind)
   distributed.sync("train_loop_start")  # every process meets before the first collective
   run.clock.start()
   step = run.start_step
-  for step, batch in zip(range(run.start_step + 1, run.total_steps + 1), batches):
+  for step, batch in zip(range(run.start_step + 1, run.total_steps + 1),
+                         itertools.chain([first], batches)):
+    batch = _poison(batch) if step - 1 == nan_step else batch
     with jax.profiler.StepTraceAnnotation("train", step_num=step - 1):
       state, metrics = step_fn(state, run.dp.put_batch(batch))
     run.pending.append((step, metrics))
@@ -156,15 +158,17 @@ def _train(run: actions_lib.Run, handler, train_iter, eval_iter_fn, stats):
   return run.dp.get_state(state)
 
 
-def _numbered(first, it, start_step: int):
-  """``(step, batch)`` from the already-drawn first batch on; a short iterator is an error."""
-  yield start_step, first
-  step = start_step + 1
+def _host_batches(task, it, start_step: int):
+  """The training batches from ``start_step`` on, each through ``task.host_batch`` on the host;
+  an iterator that ends early is an error naming the step."""
+  step = start_step
   while True:
     try:
-      yield step, next(it)
+      batch = next(it)
     except StopIteration:
-      raise RuntimeError(f"the training iterator ran out at step {step}") from None
+      raise RuntimeError(f"the training iterator ran out at step {step}"
+                         + (" (it yielded no batch)" if step == start_step else "")) from None
+    yield task.host_batch(batch, step)
     step += 1
 
 

@@ -117,6 +117,13 @@ class Task(abc.ABC):
     samples. Pure and jittable."""
     raise NotImplementedError(f"task {self.name!r} has no motion_rows()")
 
+  def host_batch(self, batch: Batch, step: int) -> Batch:
+    """Applied by the engine to every training batch on the host before device placement
+    (e.g. cut padded sequences to the segment the step reads, drop unread keys); deterministic
+    in (seed, step, process) so a resumed run sees the same batches. Default: the batch."""
+    del step
+    return batch
+
   def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
     """Extra entries computed from the SUMMED evaluation metrics of a whole split (e.g. a
     report from a confusion matrix); merged into them. Default: none."""
