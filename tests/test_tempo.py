@@ -91,3 +91,21 @@ def test_beat_frames_fold_an_octave_doubled_click_track():
   accents = (0.25 + np.arange(0, seconds, 120.0 / 168.0)) * fps
   d = np.min(np.abs(frames[:, None] - accents[None, :]), axis=1)
   assert np.mean(d <= 1.0) >= 0.9, (frames, accents)
+
+
+def test_a_stale_processed_dataset_is_not_reused(tmp_path):
+  """Data processed by older code (version 1 beats/units/stats) is never read silently."""
+  import json
+  import ml_collections
+  from d2m_jax.data import ingest, pipeline
+  from d2m_jax.data.errors import DataError
+  pdir = tmp_path / "processed" / "music_to_dance"
+  pdir.mkdir(parents=True)
+  (pdir / "manifest.json").write_text(json.dumps({"version": 1, "sequences": []}))
+  assert ingest.stale_version(str(pdir)) == 1
+  cfg = ml_collections.ConfigDict(dict(source="music_to_dance", data_dir=str(tmp_path),
+                                       loader="numpy", kind="units"))
+  with pytest.raises(DataError, match="version 1.*needs version 2.*preprocess.py"):
+    pipeline.load_stats(cfg)
+  (pdir / "manifest.json").write_text(json.dumps({"version": ingest.PROCESSED_VERSION}))
+  assert ingest.stale_version(str(pdir)) is None
