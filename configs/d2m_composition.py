@@ -24,15 +24,39 @@ import ml_collections
 from d2m_jax import configs
 from d2m_jax.train.defaults import base_config
 
-VARIANTS = ("mocap", "openpose")
-
-
 def decomp_model_config(pose_size: int):
   """``model_config`` of configs/d2m_decomposition.py."""
   return configs.module("d2m_decomposition").model_config(pose_size)
 
 
+VARIANTS = ("mocap", "openpose", "cpu")
+
+
+def cpu_recipe(c):
+  """The ``:cpu`` variant (with a ``configs/d2m_decomposition.py:cpu`` stage 1): demo size,
+  KL weights 1e-3, the stage-1 decoder kept frozen (its fine-tuning at lr x 0.1 on the blurred
+  dance-path codes lowered the reconstruction motion 0.47 -> 0.33), the static-unit threshold
+  at the 10th percentile of the train units' motion, 20 candidates per triplet; 3000 steps."""
+  c.data.source = "music_to_dance"
+  c.model.hidden = 256
+  c.model.z_mov = 128
+  c.model.units_per_example = 1
+  c.model.z_dance = 128
+  c.model.dance_hidden = 256
+  c.model.gen_static_percentile = 10.0
+  c.model.gen_max_tries = 20
+  c.optim.lambda_kl = 1e-3
+  c.optim.lambda_kl_dance = 1e-3
+  c.optim.finetune_stdp_dec = False
+  c.num_train_steps = 3000
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  return c
+
+
 def get_config(variant: str = "mocap"):
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/d2m_composition.py:{variant}: unknown variant; known {VARIANTS}")
   c = base_config()
   c.task = "d2m_composition"
   c.data.kind = "units"
@@ -56,6 +80,10 @@ def get_config(variant: str = "mocap"):
   m.gen_style_window_s = 8.0    # sliding: seconds of music per style vector
   m.gen_static_thr = 0.0577     # static-unit rejection: mean |x_{t+1}-x_t| per dim and frame
                                 # (normalised units; = the original's 50 / (31 * 28))
+  m.gen_static_percentile = 0.0  # > 0: the threshold is this percentile of the train units'
+                                # motion, stored with the checkpoint (stats unit_motion_pct)
+  m.gen_init_pose = "facing_mean"  # first frame: facing-normalised mean pose (= the plain mean
+                                # for 2-D data, the paper's); 'mean': the plain mean pose
   m.gen_max_tries = 10
   m.gen_tries_per_call = 0      # candidates drawn per jitted call (0: all gen_max_tries at once;
                                 # 1-2 is faster once trained weights rarely give static units)
@@ -65,7 +93,9 @@ def get_config(variant: str = "mocap"):
   o.b1 = 0.9
   o.b2 = 0.999
   o.clip_norm = 0.5
+  o.finetune_stdp_dec = True   # fine-tune the stage-1 decoder (the paper) at lr * the scale
   o.stdp_dec_lr_scale = 0.1
+  o.kl_free_bits = 0.0         # not in the paper: free-bits floor (nats per latent dim)
   o.lambda_kl = 0.01
   o.lambda_kl_dance = 0.01
   o.lambda_zmovements_recon = 1.0
@@ -77,4 +107,6 @@ def get_config(variant: str = "mocap"):
   c.log_every_steps = 50
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
+  if variant == "cpu":
+    cpu_recipe(c)
   return c

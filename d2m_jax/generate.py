@@ -347,6 +347,9 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
                    task_name=getattr(task, "name", str(config.task)), config=config,
                    checkpoint=checkpoint, seed=seed)
   result = dict(npz=out, shape=joints.shape, fps=fps, skeleton=sk, timings=music.timings)
+  report = getattr(task, "last_generation_report", None)
+  if report is not None:   # e.g. Dancing2Music: how many triplets had no moving candidate
+    result["generation_report"] = report
   if render:
     from d2m_jax import render as rnd  # pylint: disable=import-outside-toplevel
     t0 = time.perf_counter()

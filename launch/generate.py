@@ -77,6 +77,7 @@ def main(argv):
   timings = {k: round(v, 3) for k, v in result["timings"].items()}
   print(json.dumps(dict(out=result["npz"], shape=list(result["shape"]), fps=result["fps"],
                         skeleton=result["skeleton"], videos=result.get("videos"),
+                        generation_report=result.get("generation_report"),
                         timings_s=timings, compilation_cache=dict(
                             dir=cache_dir, loaded=cache_counter.hits,
                             compiled=cache_counter.misses)), default=str))

@@ -43,18 +43,19 @@ stage "2/6 music style classifier (paper GRU-30)"
 $PY launch/train.py --config=configs/style_paper.py --workdir="$RUN/style" \
   --config.num_train_steps=1000 --config.eval_every_steps=500 --config.checkpoint_every_steps=500
 
-SMALL="--config.model.hidden=256 --config.model.z_mov=128 --config.model.units_per_example=1"
+# the CPU recipe (configs/d2m_*.py:cpu: demo size, KL 1e-3, frozen stage-1 decoder in stage 2,
+# calibrated static-unit threshold) on the embedded dataset
+DEMO="--config.data.source=synthetic --config.num_train_steps=$STEPS --config.log_every_steps=25
+  --config.eval_every_steps=$STEPS --config.checkpoint_every_steps=$STEPS"
 stage "3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
-$PY launch/train.py --config=configs/d2m_decomposition.py --workdir="$RUN/d2m_decomp" $SMALL \
-  --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
-  --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
+# shellcheck disable=SC2086
+$PY launch/train.py --config=configs/d2m_decomposition.py:cpu --workdir="$RUN/d2m_decomp" $DEMO \
+  --config.optim.kl_anneal_center=$((STEPS / 2))
 
 stage "4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
-$PY launch/train.py --config=configs/d2m_composition.py --workdir="$RUN/d2m_comp" $SMALL \
-  --config.model.decomp_workdir="$RUN/d2m_decomp" --config.model.style_workdir="$RUN/style" \
-  --config.model.z_dance=128 --config.model.dance_hidden=256 \
-  --config.num_train_steps="$STEPS" --config.log_every_steps=25 \
-  --config.eval_every_steps="$STEPS" --config.checkpoint_every_steps="$STEPS"
+# shellcheck disable=SC2086
+$PY launch/train.py --config=configs/d2m_composition.py:cpu --workdir="$RUN/d2m_comp" $DEMO \
+  --config.model.decomp_workdir="$RUN/d2m_decomp" --config.model.style_workdir="$RUN/style"
 
 stage "5/6 a song no model has heard"
 $PY launch/make_song.py --style=W --seconds=30 --seed=2026 --out="$RUN/song.wav"
@@ -62,6 +63,7 @@ $PY launch/make_song.py --style=W --seconds=30 --seed=2026 --out="$RUN/song.wav"
 stage "6/6 dance to it: joints + MP4 with the music + GIF"
 $PY launch/generate.py --music="$RUN/song.wav" --checkpoint="$RUN/d2m_comp" \
   --out="$RUN/dance.npz" --render
+$PY launch/d2m_motion.py --workdir="$RUN/d2m_comp" --dance="$RUN/dance.npz"
 stage ""
 echo "done in $(hms $((SECONDS - T_START))): $RUN/dance.gif, $RUN/dance.npz"
 echo "video (with the music): $(cd "$RUN" && pwd)/dance.mp4"

@@ -191,3 +191,24 @@ def test_generate_matches_the_sequential_redraw_loop(tiny_comp, per_call):
   assert (picks > 0).any() and (picks == 0).any()   # the choice really mattered
   assert per_call == 0 or (picks >= per_call).any()  # the while loop drew a 2nd chunk
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_no_silent_give_up_the_report_counts_static_triplets(tiny_comp):
+  """With a threshold no candidate can meet, every triplet is reported static (and kept)."""
+  task, state = tiny_comp
+  m = task.m
+  n, beats = 120, np.arange(4, 120, 12)
+  old = m.gen_static_thr
+  try:
+    with m.unlocked():
+      m.gen_static_thr = 1e9
+    task.generate(state, _feats(n), beats, n, jax.random.PRNGKey(0), 2)
+    rep = task.last_generation_report
+    assert rep["triplets"] > 0 and rep["static_triplets"] == rep["triplets"]
+    with m.unlocked():
+      m.gen_static_thr = 0.0
+    task.generate(state, _feats(n), beats, n, jax.random.PRNGKey(0), 2)
+    assert task.last_generation_report["static_triplets"] == 0
+  finally:
+    with m.unlocked():
+      m.gen_static_thr = old

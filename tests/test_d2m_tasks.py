@@ -143,3 +143,30 @@ def test_motion_launcher_refuses_a_folder_that_is_no_workdir(tmp_path):
   assert r.returncode == 2, r.stderr
   assert str(tmp_path) in r.stderr and "no config.json" in r.stderr and "Traceback" not in r.stderr
   assert not out.exists()
+
+
+def test_kl_free_bits_against_numpy():
+  from d2m_jax.models.d2m_layers import kl_divergence, kl_with_free_bits
+  rng = np.random.default_rng(0)
+  mu, lv = rng.normal(size=(6, 5)), rng.normal(scale=0.3, size=(6, 5))
+  per_dim = (-0.5 * (1 + lv - mu ** 2 - np.exp(lv))).mean(0)
+  np.testing.assert_allclose(float(kl_with_free_bits(mu, lv, 0.0)), float(kl_divergence(mu, lv)),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(kl_with_free_bits(mu, lv, 0.4)),
+                             np.maximum(per_dim, 0.4).sum(), rtol=1e-5)
+  assert np.any(per_dim < 0.4) and np.any(per_dim > 0.4)      # the floor really acts
+
+
+def test_composition_can_keep_the_stage1_decoder_frozen():
+  cfg = _tiny(comp_config())
+  cfg.optim.finetune_stdp_dec = False
+  cfg.optim.kl_free_bits = 0.1
+  task = get_task(cfg)
+  batch = task.synthetic_batch(2, np.random.default_rng(1))
+  state0 = jax.jit(task.init_state)(jax.random.PRNGKey(0), batch, _stats(batch))
+  state, metrics = jax.jit(task.train_step)(state0, batch)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  leaves = lambda n, s: jax.tree.leaves(s.params[n])
+  assert all(np.array_equal(a, b) for a, b in zip(leaves("stdp_dec", state), leaves("stdp_dec", state0)))
+  assert not all(np.array_equal(a, b) for a, b in zip(leaves("dance_dec", state),
+                                                      leaves("dance_dec", state0)))

@@ -9,8 +9,9 @@ Example kinds (``KINDS``):
 * ``windows``: 120 frames (4.8 s at 25 fps) every ``stride`` frames; the 16 kHz clip of the
   window zero-padded by 1280 samples on each side (``WAVE_LEN = 79360``, stored as int16), so the
   0.2 s audio window of frame k is ``waveform[640 k : 640 k + 3200]``.
-* ``units``: Dancing2Music 3-unit sequences: each unit spans 4 music beats time-normalised to 32
-  frames with the beats on frames 3, 11, 19, 27 (piecewise-linear time warp through the beats,
+* ``units``: Dancing2Music 3-unit sequences: each unit spans 4 music beats (one octave per
+  song: ``d2m_jax.data.tempo``; every beat interval of the example within ``STEADY_TOLERANCE`` of
+  the song's median) time-normalised to 32 frames with the beats on frames 3, 11, 19, 27 (piecewise-linear time warp through the beats,
   extrapolated with the first/last beat interval at the ends); ``aud`` is d2m28 warped the same
   way, ``aud_raw`` 64 real-time d2m28 rows from the first unit's first frame.
 * ``sequences``: whole sequences (padded in the pipeline).
@@ -22,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from d2m_jax.data import skeleton as skeleton_lib
 from d2m_jax.data.features import FRAME_FEATURES
 
 KINDS = ("windows", "windows_nowave", "units", "sequences")
@@ -33,6 +35,7 @@ UNIT = 32
 UNIT_BEATS = np.array([3.0, 11.0, 19.0, 27.0, 35.0])   # beats 0..3 of a unit (+ the next one)
 UNITS_PER_EXAMPLE = 3
 AUD_RAW = 64
+STEADY_TOLERANCE = 1.25       # a unit's beat intervals within [1/1.25, 1.25] x the song's median
 WINDOW_FEATURES = ("d2m28", "fact35", "mfcc20")
 SPLITS = ("train", "validation", "test")
 
@@ -114,13 +117,31 @@ def interp_rows(x: np.ndarray, t: np.ndarray) -> np.ndarray:
   return ((1.0 - w) * x[i0] + w * x[i1]).astype(np.float32)
 
 
+def steady_starts(beats: np.ndarray, stride: int = 2) -> list[int]:
+  """Beat indices where a 3-unit example may start: its 12 beat intervals all lie within
+  ``STEADY_TOLERANCE`` of the song's median interval (a skipped or doubled beat would make a
+  unit span 3 or 5 beats' worth of motion), and its first unit's lead-in starts in the dance."""
+  beats = np.asarray(beats, np.int64)
+  need = 4 * UNITS_PER_EXAMPLE + 1
+  if beats.shape[0] < need:
+    return []
+  d = np.diff(beats).astype(np.float64)
+  med = float(np.median(d))
+  ok = (d >= med / STEADY_TOLERANCE) & (d <= med * STEADY_TOLERANCE)
+  out = []
+  for i in range(0, beats.shape[0] - need + 1, stride):
+    if ok[i:i + need - 1].all() and unit_times(beats[i:i + 5])[0] >= 0:
+      out.append(i)
+  return out
+
+
 def units(seq, *, stride: int = 2) -> Iterator[dict]:
-  """Dancing2Music 3-unit sequences starting every ``stride`` beats."""
+  """Dancing2Music 3-unit sequences starting every ``stride`` beats (at steady beats only:
+  :func:`steady_starts`)."""
   beats = np.asarray(seq["beats"], np.int64)
   pose = _flat_pose(seq)
   aud = np.asarray(seq["d2m28"], np.float32)
-  need = 4 * UNITS_PER_EXAMPLE + 1
-  for i in range(0, beats.shape[0] - need + 1, stride):
+  for i in steady_starts(beats, stride):
     ts = [unit_times(beats[i + 4 * u:i + 4 * u + 5]) for u in range(UNITS_PER_EXAMPLE)]
     t_all = np.concatenate(ts)
     if t_all[0] < 0:
@@ -140,10 +161,7 @@ def num_windows(frames: int, stride: int) -> int:
 
 def num_units(beats: np.ndarray, stride: int = 2) -> int:
   """How many examples ``units`` yields for these beats (same rule, no interpolation)."""
-  beats = np.asarray(beats, np.int64)
-  need = 4 * UNITS_PER_EXAMPLE + 1
-  return sum(1 for i in range(0, beats.shape[0] - need + 1, stride)
-             if unit_times(beats[i:i + 5])[0] >= 0)
+  return len(steady_starts(beats, stride))
 
 
 def sequence_example(seq) -> dict:
@@ -159,8 +177,33 @@ def sequence_example(seq) -> dict:
 
 # ------------------------------------------------------------------------------------- stats ---
 
+def generation_stats(train_seqs, pose_mean, pose_std) -> dict[str, np.ndarray]:
+  """What generation calibrates on the train split (kept in the model state, so in checkpoints):
+
+  * ``pose_init`` (P,): the facing-normalised mean pose (every frame rotated to face +x first;
+    the plain mean of root-relative poses whose facings spread over the circle is a collapsed
+    skeleton, shoulders 2.4 cm apart on the real data against 28.8 cm real);
+  * ``unit_motion_pct`` (101,): percentiles 0..100 of the train units' motion, mean
+    |x_{t+1} - x_t| per dimension and frame in z-scored units (the scale of
+    ``model.gen_static_thr``), over every unit of every ``units`` example.
+  """
+  poses = [skeleton_lib.facing_normalised(s["pose"], str(s.get("skeleton", ""))) for s in train_seqs]
+  init = np.concatenate([p.reshape(p.shape[0], -1) for p in poses], 0).mean(0)
+  motion = []
+  for s in train_seqs:
+    if not s.get("has_audio", 1) or "d2m28" not in s:
+      continue
+    for ex in units(s):
+      u = (ex["units"] - pose_mean) / pose_std                     # (3, T, P)
+      motion.append(np.abs(np.diff(u, axis=1)).mean(axis=(1, 2)))
+  motion = np.concatenate(motion) if motion else np.zeros((1,))
+  return dict(pose_init=init.astype(np.float32),
+              unit_motion_pct=np.percentile(motion, np.arange(101)).astype(np.float32))
+
+
 def compute_stats(train_seqs) -> dict[str, np.ndarray]:
-  """Pose z-score and min-max stats, root and per-feature mean/std, over train frames only."""
+  """Pose z-score and min-max stats, root and per-feature mean/std, over train frames only
+  (and :func:`generation_stats`)."""
   poses = np.concatenate([_flat_pose(s) for s in train_seqs], 0).astype(np.float64)
   roots = np.concatenate([np.asarray(s["root"]) for s in train_seqs], 0).astype(np.float64)
 
@@ -172,6 +215,7 @@ def compute_stats(train_seqs) -> dict[str, np.ndarray]:
             pose_min=poses.min(0).astype(np.float32), pose_max=poses.max(0).astype(np.float32),
             root_mean=roots.mean(0).astype(np.float32), root_std=std(roots))
   with_audio = [s for s in train_seqs if s["has_audio"]] or list(train_seqs)
+  st.update(generation_stats(train_seqs, st["pose_mean"], st["pose_std"]))
   for f in FRAME_FEATURES:
     x = np.concatenate([np.asarray(s[f]) for s in with_audio], 0).astype(np.float64)
     st[f"{f}_mean"] = x.mean(0).astype(np.float32)

@@ -35,6 +35,7 @@ import numpy as np
 
 from d2m_jax.data import audio as audio_lib
 from d2m_jax.data import numba_cache
+from d2m_jax.data import tempo as tempo_lib
 
 numba_cache.configure()   # before anything imports numba: it reads NUMBA_CACHE_DIR at import
 
@@ -180,15 +181,51 @@ class _Grid:
     return self._beats
 
 
-def _beats_from_grid_signal(y, sr_grid, fps, num_frames):
+def beat_track(env: np.ndarray, sr: float, hop: int, *, bpm: float | None = None,
+               start_bpm: float = 120.0) -> tuple[float, np.ndarray]:
+  """THE beat tracker of the project: (tempo BPM, beat indices into ``env``) of an onset
+  envelope at ``sr / hop`` frames per second (librosa's dynamic-programming tracker). ``bpm``
+  fixes the tempo (no estimate); ``start_bpm`` is the estimate's prior centre."""
+  librosa = numba_cache.import_librosa()
+  kw = {} if bpm is None else {"bpm": float(bpm)}
+  tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=hop,
+                                         start_bpm=start_bpm, **kw)
+  return float(np.atleast_1d(tempo)[0]), np.asarray(beats, np.int64)
+
+
+def track_beats(env: np.ndarray, sr: float, hop: int, *, fold: bool = True,
+                prior: tempo_lib.TempoPrior = tempo_lib.DANCE_PRIOR
+                ) -> tuple[np.ndarray, float, dict]:
+  """Beat times (s), tempo (BPM) and notes from an onset envelope, at one musical octave.
+
+  The tracker's first estimate is checked against its 1/3 .. 3 multiples
+  (:func:`d2m_jax.data.tempo.choose_tempo`); when another one fits the music and the dance prior
+  better, the beats are re-tracked at that tempo (``bpm=``) and folded onto its period
+  (:func:`d2m_jax.data.tempo.fold_beats`). ``fold=False`` gives the tracker's raw output.
+  """
+  rate = sr / hop
+  tempo0, beats = beat_track(env, sr, hop)
+  times = beats.astype(np.float64) / rate
+  info = {"tracker_bpm": round(tempo0, 2)}
+  tempo = tempo0
+  if fold and times.size >= 2:
+    chosen, table = tempo_lib.choose_tempo(env, rate, tempo0, prior)
+    info.update(table)
+    if abs(chosen / tempo0 - 1.0) > 0.02:
+      tempo, beats = beat_track(env, sr, hop, bpm=chosen)
+      times = tempo_lib.fold_beats(beats.astype(np.float64) / rate, chosen, env, rate)
+      tempo = chosen
+    info["chosen_bpm"] = round(chosen, 2)
+  return times, tempo, info
+
+
+def _beats_from_grid_signal(y, sr_grid, fps, num_frames, fold: bool = True):
   librosa = numba_cache.import_librosa()
   hop = GRID_HOP // 2                       # beat analysis at 2 * fps (finer beat phase)
   env = librosa.onset.onset_strength(y=y, sr=sr_grid, hop_length=hop)
   if not np.any(env > 0):
     return np.zeros((0,), np.int64), 0.0
-  tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr_grid, hop_length=hop)
-  times = np.asarray(beats, np.float64) * hop / sr_grid
-  tempo = float(np.atleast_1d(tempo)[0])
+  times, tempo, _ = track_beats(env, sr_grid, hop, fold=fold)
   if times.size >= 4:
     # librosa's tempo is quantised to whole lags; refine it by a least-squares line through the
     # beat times (beat numbers from the median period, so skipped beats do not bias it).
@@ -205,16 +242,17 @@ def _beats_from_grid_signal(y, sr_grid, fps, num_frames):
   return frames, tempo
 
 
-def beat_frames(wave: np.ndarray, sr: float, fps: float, num_frames: int
+def beat_frames(wave: np.ndarray, sr: float, fps: float, num_frames: int, *, fold: bool = True
                 ) -> tuple[np.ndarray, float]:
   """Music beats: (motion-frame indices int64, tempo in BPM). Silent audio gives no beats.
 
-  Beats come from ``librosa.beat.beat_track`` on an onset envelope at 2 * fps frames per second;
-  the tempo is refined from the beat times (not quantised to whole lags).
+  Beats come from :func:`track_beats` (librosa's tracker, the tempo chosen at one octave by
+  :mod:`d2m_jax.data.tempo`) on an onset envelope at 2 * fps frames per second; the tempo is
+  refined from the beat times (not quantised to whole lags).
   """
   sr_g = grid_sr(fps)
   y = _fit(resample(wave, sr, sr_g), num_frames * GRID_HOP)
-  return _beats_from_grid_signal(y, sr_g, fps, num_frames)
+  return _beats_from_grid_signal(y, sr_g, fps, num_frames, fold=fold)
 
 
 def beat_times(frames: np.ndarray, fps: float) -> np.ndarray:

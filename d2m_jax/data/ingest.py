@@ -29,9 +29,12 @@ from d2m_jax import files
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import features as feat_lib
 from d2m_jax.data import numba_cache, readers, skeleton
+from d2m_jax.data import tempo as tempo_lib
 from d2m_jax.data.errors import DataError
 
-PROCESSED_VERSION = 1
+# 2: beats at one octave per song (d2m_jax/data/tempo.py), units only at steady beats,
+#    stats gain pose_init and unit_motion_pct (generation calibration)
+PROCESSED_VERSION = 2
 SOURCES = ("synthetic", "music_to_dance", "openpose")
 
 
@@ -258,7 +261,9 @@ def _ingest_once(source, raw_dir, processed_dir, *, on_error, num_workers, split
         rec = dict(info["meta"])
         rec.update(name=name, style=int(arrays["style"]), frames=int(arrays["pose"].shape[0]),
                    has_audio=bool(arrays["has_audio"]), tempo=float(arrays["tempo"]),
-                   beats=int(arrays["beats"].shape[0]))
+                   beats=int(arrays["beats"].shape[0]),
+                   frames_per_beat=round(tempo_lib.frames_per_beat(arrays["beats"]), 2)
+                   if arrays["beats"].shape[0] >= 2 else None)
         records.append(rec)
         tempo_txt = f", {rec['tempo']:.1f} BPM" if rec["has_audio"] else ""
         if "filled_joints" in rec:   # OpenPose: low-confidence joints / empty frames filled
@@ -306,6 +311,18 @@ def _ingest_once(source, raw_dir, processed_dir, *, on_error, num_workers, split
   log(f"processed {len(records)} sequences ({n_split}) in {manifest['seconds']:.1f} s; "
       f"skipped {len(skipped)}")
   return manifest
+
+
+def stale_version(processed_dir: str):
+  """The version of the processed dataset in ``processed_dir`` when it is not
+  ``PROCESSED_VERSION`` (a cache from older code: beats, units or stats differ), else None
+  (also None when there is none)."""
+  path = os.path.join(processed_dir, "manifest.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    have = json.load(f).get("version", 1)
+  return have if have != PROCESSED_VERSION else None
 
 
 def read_manifest(processed_dir: str) -> dict:

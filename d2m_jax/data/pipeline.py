@@ -215,7 +215,11 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
         log(f"generating the synthetic dataset {params} in {rdir}")
         synthetic.generate_dataset(rdir, **params)
     man_path = os.path.join(pdir, "manifest.json")
-    if force or not os.path.exists(man_path):
+    stale = ingest.stale_version(pdir)
+    if stale is not None:
+      log(f"{pdir}: processed with data version {stale}, this code writes version "
+          f"{ingest.PROCESSED_VERSION} (beats, units and stats changed): rebuilding it")
+    if force or stale is not None or not os.path.exists(man_path):
       ingest.ingest(data_cfg.source, raw_dir(data_cfg), pdir, on_error=on_error,
                     num_workers=workers, openpose_fps=float(get(data_cfg, "openpose_fps", 30.0)),
                     log=log)
@@ -237,8 +241,8 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
         log(f"skipping {kind}: no examples (sequences shorter than a window, or fewer than "
             f"13 beats for units)")
         continue
-      if force or not os.path.exists(os.path.join(bdir, "dataset_info.json")):
-        if force and os.path.exists(bdir):
+      if force or stale is not None or not os.path.exists(os.path.join(bdir, "dataset_info.json")):
+        if (force or stale is not None) and os.path.exists(bdir):
           import shutil
           shutil.rmtree(bdir)
         log(f"building TFDS {data_cfg.source}/{kind}")
@@ -252,6 +256,16 @@ def _ensure(data_cfg) -> dict:
   kind = _tfds_kind(data_cfg)
   if get(data_cfg, "portable", None):
     return _store(data_cfg).manifest
+  stale = ingest.stale_version(processed_dir(data_cfg))
+  if stale is not None:
+    if data_cfg.source != "synthetic":
+      raise DataError(processed_dir(data_cfg), f"processed with data version {stale}; this code "
+                      f"needs version {ingest.PROCESSED_VERSION} (beats at one octave, steady "
+                      f"units, generation stats): rebuild it with `python launch/preprocess.py "
+                      f"--source={data_cfg.source} --data_dir={data_dir(data_cfg)}`")
+    prepare(data_cfg, kinds=() if not _uses_tfds(data_cfg) else
+            ("windows", "windows_nowave", "units", "sequences"),
+            log=lambda s: print(f"[d2m_jax.data] {s}", flush=True))
   if not _uses_tfds(data_cfg):
     man = os.path.join(processed_dir(data_cfg), "manifest.json")
     if not os.path.exists(man):

@@ -41,3 +41,21 @@ SKELETONS = {
     "coco14": dict(joints=COCO18_JOINTS[:14], bones=COCO14_BONES, dims=2),
     "body15": dict(joints=BODY25_JOINTS[:15], bones=BODY15_BONES, dims=2),
 }
+
+
+def facing_normalised(pose, skeleton: str):
+  """Root-relative 3D poses (T, J, 3), each rotated about the vertical (y) axis so that its
+  hip-plus-shoulder axis (joint ``*_B`` minus ``*_A``) points along +x: every frame faces the
+  same way. Returns ``pose`` unchanged for 2-D skeletons or ones without hips and shoulders."""
+  import numpy as np
+  pose = np.asarray(pose, np.float64)
+  joints = SKELETONS.get(skeleton, {}).get("joints", ())
+  need = ("hip_A", "hip_B", "shoulder_A", "shoulder_B")
+  if pose.ndim != 3 or pose.shape[-1] != 3 or not all(j in joints for j in need):
+    return pose
+  ha, hb, sa, sb = (joints.index(j) for j in need)
+  axis = (pose[:, hb] - pose[:, ha]) + (pose[:, sb] - pose[:, sa])          # (T, 3)
+  phi = np.arctan2(axis[:, 2], axis[:, 0])[:, None]                          # angle in x-z
+  cos, sin = np.cos(phi), np.sin(phi)
+  px, py, pz = pose[..., 0], pose[..., 1], pose[..., 2]
+  return np.stack([cos * px + sin * pz, py, -sin * px + cos * pz], axis=-1)

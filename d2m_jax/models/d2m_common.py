@@ -62,6 +62,14 @@ def model_stats(stats: Optional[Mapping[str, Any]], pose_size: int,
   if tuple(out["pose_mean"].shape) != (pose_size,):
     raise ValueError(f"stats pose_mean has shape {tuple(out['pose_mean'].shape)}, but "
                      f"config.model.pose_size={pose_size}")
+  # generation calibration (d2m_jax.data.examples.generation_stats), kept with the checkpoint:
+  # the facing-normalised mean pose and percentiles 0..100 of the train units' motion
+  out["pose_init"] = out["pose_mean"]
+  out["unit_motion_pct"] = jnp.zeros((101,))
+  if stats is not None:
+    for k in ("pose_init", "unit_motion_pct"):
+      if k in stats and tuple(np.shape(stats[k])) == tuple(out[k].shape):
+        out[k] = jnp.asarray(stats[k], jnp.float32)
   out["pose_std"] = jnp.maximum(out["pose_std"], 1e-6)
   out["aud_std"] = jnp.maximum(out["aud_std"], 1e-6)
   return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}

@@ -10,11 +10,14 @@ Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``la
    ``"sliding"`` gives each ``gen_style_window_s`` seconds of music its own vector;
 3. units: for each triplet, a fresh z_dance ~ audstyle_enc(style, noise) -> dance_dec -> 3
    movement codes -> stdp_dec; each unit starts from the previous unit's last frame (through
-   ``initp_enc``), the first from the mean pose; a triplet with a static unit
+   ``initp_enc``), the first from the facing-normalised mean pose (:func:`initial_pose`); a
+   triplet with a static unit
    (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is rejected: all
    ``gen_max_tries`` candidates are drawn at once (or ``gen_tries_per_call`` at a time, until
    every sample has a moving one; optional config field, 0 / absent = all at once) and each
-   sample keeps its first moving candidate (candidate 0 if none moves);
+   sample keeps its first moving candidate (candidate 0 if none moves: counted, logged and
+   returned in ``task.last_generation_report``); the threshold is fixed or a percentile of the
+   train units' motion stored with the checkpoint (:func:`static_threshold`);
 4. beat warping: the units are beat-normalised (beats on frames 3, 11, 19, 27), so standard
    frame ``3 + 8k`` is mapped onto music beat frame ``b_k`` (frames, not seconds -- the
    original's ``--modulate`` passed seconds and had a broken branch for long intervals) by a
@@ -39,6 +42,7 @@ as the recurrent matmuls are bound by reading the weights), and no early exit.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, Optional
 
@@ -155,6 +159,36 @@ def _triplet_body(task):
   return triplet
 
 
+def static_threshold(model_cfg, stats) -> tuple[float, str]:
+  """The static-unit threshold (mean |x_{t+1} - x_t| per dim and frame, normalised units) and
+  where it came from: ``model.gen_static_percentile`` > 0 takes that percentile of the train
+  units' motion stored with the checkpoint (``stats['unit_motion_pct']``); otherwise (or for a
+  checkpoint without it) the fixed ``model.gen_static_thr`` (the paper's 0.0577)."""
+  pct = float(model_cfg.get("gen_static_percentile", 0.0) or 0.0)
+  table = np.asarray(stats.get("unit_motion_pct", np.zeros(101)), np.float64)
+  if pct > 0:
+    if table.shape == (101,) and table.max() > 0:
+      return float(np.interp(pct, np.arange(101), table)), f"p{pct:g} of the train units"
+    logging.warning("generate: model.gen_static_percentile=%g but the checkpoint has no unit "
+                    "motion percentiles (older data version): using gen_static_thr=%g", pct,
+                    float(model_cfg.gen_static_thr))
+  return float(model_cfg.gen_static_thr), "gen_static_thr"
+
+
+def initial_pose(model_cfg, stats) -> np.ndarray:
+  """The first frame, normalised (P,): ``model.gen_init_pose='facing_mean'`` (default) is the
+  facing-normalised mean pose of the train split (``stats['pose_init']``; equal to the plain
+  mean for 2-D data, whose facing is fixed); ``'mean'`` is the plain mean pose (zeros)."""
+  mode = str(model_cfg.get("gen_init_pose", "facing_mean"))
+  mean = np.asarray(stats["pose_mean"], np.float64)
+  if mode == "mean":
+    return np.zeros_like(mean)
+  if mode != "facing_mean":
+    raise ValueError(f"config.model.gen_init_pose={mode!r}: expected facing_mean|mean")
+  init = np.asarray(stats.get("pose_init", mean), np.float64)
+  return (init - mean) / np.asarray(stats["pose_std"], np.float64)
+
+
 def triplet_motion(units):
   """Per-unit motion sum_t,p |x_{t+1} - x_t| of units (..., 3, T, P) -> (..., 3)."""
   return jnp.abs(jnp.diff(units, axis=-2)).sum(axis=(-2, -1))
@@ -226,7 +260,7 @@ def _song_fn(task, num_tries: int, per_call: int = 0):
       chosen, found, first = draw_chunk(pose, key_j, style, 0)
       chosen = jnp.where(found[:, None, None, None], chosen, first)
       if n_chunks == 1:
-        return chosen
+        return chosen, found
 
       def more(carry):
         c, chosen, found = carry
@@ -234,21 +268,22 @@ def _song_fn(task, num_tries: int, per_call: int = 0):
         take = new_found & ~found
         return c + 1, jnp.where(take[:, None, None, None], new, chosen), found | new_found
 
-      _, chosen, _ = jax.lax.while_loop(
+      _, chosen, found = jax.lax.while_loop(
           lambda carry: (carry[0] < n_chunks) & ~carry[2].all(), more, (jnp.int32(1), chosen, found))
-      return chosen
+      return chosen, found
 
     def step(pose, xs):
       j, style = xs
       # padded triplets (j >= num_valid) skip the networks: the bucket costs no compute
-      chosen = jax.lax.cond(
+      chosen, found = jax.lax.cond(
           j < num_valid, draw,
-          lambda p, j, s: jnp.zeros((N, 3, task.m.unit_length, p.shape[-1]), p.dtype),
+          lambda p, j, s: (jnp.zeros((N, 3, task.m.unit_length, p.shape[-1]), p.dtype),
+                           jnp.ones((N,), bool)),
           pose, j, style)
-      return chosen[:, -1, -1], chosen
+      return chosen[:, -1, -1], (chosen, found)
 
     _, out = jax.lax.scan(step, initpose, (jnp.arange(styles.shape[0]), styles))
-    return out
+    return out      # (units (B, N, 3, T, P), found (B, N): a moving candidate existed)
 
   fn = jax.jit(song)
   cache[(K, C)] = fn
@@ -303,7 +338,8 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   times = standard_times(beats, num_frames, fps)
   T, P = m.unit_length, m.pose_size
   n_trip = math.ceil((math.floor(times.max()) + 2) / (3 * T))
-  thr = float(m.gen_static_thr) * (T - 1) * P
+  thr_unit, thr_source = static_threshold(m, st)
+  thr = thr_unit * (T - 1) * P
   N = int(num_samples)
   if seg_frames is None:
     idx = np.zeros(n_trip, np.int64)
@@ -316,9 +352,19 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   trip_styles = jnp.asarray(styles[idx], jnp.float32)       # (B, S)
   rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
   fn = _song_fn(task, max(1, int(m.gen_max_tries)), int(m.get("gen_tries_per_call", 0)))
-  units = fn(state.params, state.frozen, trip_styles, jnp.zeros((N, P), jnp.float32),  # mean pose
-             rng, jnp.float32(thr), jnp.int32(n_trip))
+  init = jnp.broadcast_to(jnp.asarray(initial_pose(m, st), jnp.float32), (N, P))
+  units, found = fn(state.params, state.frozen, trip_styles, init, rng, jnp.float32(thr),
+                    jnp.int32(n_trip))
   units = np.asarray(units[:n_trip])                         # (n_trip, N, 3, T, P)
+  static = int((~np.asarray(found[:n_trip])).sum())
+  report = dict(triplets=n_trip * N, static_triplets=static, static_thr=thr_unit,
+                static_thr_source=thr_source, max_tries=int(m.gen_max_tries),
+                init_pose=str(m.get("gen_init_pose", "facing_mean")))
+  task.last_generation_report = report
+  if static:
+    logging.warning("generate: %d of %d triplets had no moving candidate among %d (static "
+                    "threshold %.4g, %s); their first candidate was kept", static, n_trip * N,
+                    int(m.gen_max_tries), thr_unit, thr_source)
   seq = units.transpose(1, 0, 2, 3, 4).reshape(N, n_trip * 3 * T, P)
   out = beat_warp(seq, times)
   out = out * st["pose_std"] + st["pose_mean"]

@@ -61,6 +61,15 @@ def kl_divergence(mu, logvar):
   return jnp.mean(kl)
 
 
+def kl_with_free_bits(mu, logvar, free_bits: float = 0.0):
+  """KL with a free-bits floor: ``sum over the last axis of max(free_bits, mean over rows of the
+  per-dimension KL)`` (Kingma et al. 2016). Equals :func:`kl_divergence` for ``free_bits=0``;
+  dimensions whose mean KL is under the floor get no gradient from it."""
+  kl = -0.5 * (1.0 + logvar - mu ** 2 - jnp.exp(logvar))
+  kl = jnp.mean(kl.reshape(-1, kl.shape[-1]), axis=0)
+  return jnp.sum(jnp.maximum(kl, free_bits)) if free_bits else jnp.sum(kl)
+
+
 def l1_loss(a, b):
   return jnp.mean(jnp.abs(a - b))
 

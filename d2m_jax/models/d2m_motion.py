@@ -91,3 +91,19 @@ def markdown_table(rows: Dict[str, Dict[str, float]]) -> str:
                  f"{r['temporal_std']:.3f} | {r['temporal_std_ratio']:.2f} | "
                  f"{r['batch_std']:.3f} | {r['batch_std_ratio']:.2f} |")
   return "\n".join(lines)
+
+
+def joint_speed(poses) -> float:
+  """Mean ``|x[t+1] - x[t]|`` over frames, joints and coordinates of root-relative poses
+  (..., T, J, C) in data units (cm for the mocap); a list of sequences is pooled by frames."""
+  if isinstance(poses, (list, tuple)):
+    tot = sum(float(np.abs(np.diff(np.asarray(p, np.float64), axis=-3)).sum()) for p in poses)
+    cnt = sum(np.diff(np.asarray(p), axis=-3).size for p in poses)
+    return tot / max(cnt, 1)
+  return float(np.abs(np.diff(np.asarray(poses, np.float64), axis=-3)).mean())
+
+
+def dance_motion_ratio(joints, train_poses) -> float:
+  """A generated dance's joint speed over its training data's (:func:`joint_speed`): the quick
+  start's end figure (1.0 = moves as much as the dances it learnt from)."""
+  return joint_speed(joints) / joint_speed(train_poses)

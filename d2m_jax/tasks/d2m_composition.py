@@ -67,8 +67,8 @@ from d2m_jax.models import d2m_common as common
 from d2m_jax.models import d2m_motion
 from d2m_jax.models.d2m_comp import (AudstyleEnc, Dance2Style, DanceAudDis2, DanceDec, DanceEnc,
                                      StyleGRU)
-from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, l1_loss, mse_loss,
-                                       reparameterize, velocity_l1)
+from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, kl_with_free_bits,
+                                       l1_loss, mse_loss, reparameterize, velocity_l1)
 from d2m_jax.tasks import d2m_decomposition as decomp
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
@@ -205,6 +205,9 @@ class CompositionTask(Task):
                           else None)
     o = config.optim
     specs = {k: (o.lr, o.clip_norm) for k in self.nets}
+    # optim.finetune_stdp_dec (default True, the paper): fine-tune the stage-1 decoder at
+    # lr * stdp_dec_lr_scale; False keeps it frozen at its stage-1 weights.
+    self.finetune_stdp_dec = bool(o.get("finetune_stdp_dec", True))
     specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
     self.optimizers = common.ModuleOptimizers(specs, b1=o.b1, b2=o.b2)
     if m.update_mode not in ("recompute", "merged"):
@@ -321,7 +324,13 @@ class CompositionTask(Task):
         # the fake path's KLs are only logged, as in the original
         "kl_dance_fake": kl_divergence(out["mu_df"], out["lv_df"]),
     }
-    loss = (o.lambda_kl * t["kl_movement"] + o.lambda_kl_dance * t["kl_dance"]
+    free_bits = float(o.get("kl_free_bits", 0.0))
+    if free_bits:   # floor on the loss only; the logged terms stay the plain KLs
+      kl_m = kl_with_free_bits(out["mu_r"], out["lv_r"], free_bits)
+      kl_d = kl_with_free_bits(out["mu_d"], out["lv_d"], free_bits)
+    else:
+      kl_m, kl_d = t["kl_movement"], t["kl_dance"]
+    loss = (o.lambda_kl * kl_m + o.lambda_kl_dance * kl_d
             + o.lambda_zmovements_recon * t["zmovement_recon"]
             + o.lambda_stdpseq_recon * t["stdpseq_recon"] + o.lambda_gan * t["gan_g"])
     lambda_vel = float(o.get("lambda_stdpseq_velocity", 0.0))   # not in the original
@@ -336,6 +345,10 @@ class CompositionTask(Task):
                                              + mse_loss(reg(z_dance_f), style))
 
   # ------------------------------------------------------------------ steps
+  def _stepped(self, names):
+    """The modules a phase updates (stdp_dec only when ``optim.finetune_stdp_dec``)."""
+    return tuple(n for n in names if n != "stdp_dec" or self.finetune_stdp_dec)
+
   def _keys(self, state):
     key = jax.random.fold_in(state.rng, state.step)
     names = ("init", "z_dance", "noise", "z_dance_f", "z_mov")
@@ -371,11 +384,13 @@ class CompositionTask(Task):
     if merged:
       g_grads["dance_reg"] = reg_grad
       g_grads = pmean(g_grads, axis_name)
-      params, opt_state = self.optimizers.apply(params, opt_state, g_grads, MERGED_MODULES)
+      params, opt_state = self.optimizers.apply(params, opt_state, g_grads,
+                                                self._stepped(MERGED_MODULES))
       style_loss = terms.pop("style")
     else:
       g_grads = pmean(g_grads, axis_name)
-      params, opt_state = self.optimizers.apply(params, opt_state, g_grads, G_MODULES)
+      params, opt_state = self.optimizers.apply(params, opt_state, g_grads,
+                                                self._stepped(G_MODULES))
 
       # Phase 3, recomputed with the updated dance_enc / audstyle_enc (same noise).
       def phase3(p3):

@@ -14,6 +14,8 @@ Per step (one jitted body, one backward, four per-module Adams):
 * the four decoder calls (two self, two cross reconstructions) as ONE batched ``stdp_dec`` call;
 * loss = KL(z_init of the first frames) * w + KL(z_mov) * w + L1(single-pose VAE)
   + L1(self) + L1(cross) + mean|z_mov1 - z_mov2|, with w = lambda_kl * kld_coef(step);
+* ``optim.kl_free_bits`` (default 0 = the paper): a free-bits floor in nats per latent
+  dimension on both KL terms of the loss (:func:`kl_with_free_bits`);
 * optional, not in the original (``optim.lambda_stdp_velocity``, default 0 = the paper): + w_v *
   the frame-difference L1 of the four reconstructions (``velocity_l1``). An L1 on positions
   alone lets the decoder return the conditional median trajectory, which on the real mocap keeps
@@ -33,8 +35,8 @@ from flax import struct
 
 from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_decomp import InitPoseDec, InitPoseEnc, MovementEnc, StandardPoseDec
-from d2m_jax.models.d2m_layers import (kl_divergence, kld_coef, l1_loss, reparameterize,
-                                       velocity_l1)
+from d2m_jax.models.d2m_layers import (kl_divergence, kl_with_free_bits, kld_coef, l1_loss,
+                                       reparameterize, velocity_l1)
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -160,7 +162,13 @@ class DecompositionTask(Task):
         "dist_z_movement": jnp.mean(jnp.abs(zm1 - zm2)),
     }
     w_kl = o.lambda_kl * coef
-    loss = (w_kl * (terms["kl_init"] + terms["kl_movement"])
+    free_bits = float(o.get("kl_free_bits", 0.0))
+    if free_bits:   # the floor acts on the loss only; the logged terms stay the plain KLs
+      kl_sum = (kl_with_free_bits(mu_i[:2 * N], lv_i[:2 * N], free_bits)
+                + kl_with_free_bits(mu_m, lv_m, free_bits))
+    else:
+      kl_sum = terms["kl_init"] + terms["kl_movement"]
+    loss = (w_kl * kl_sum
             + o.lambda_initp_recon * terms["initp_recon"]
             + o.lambda_stdp_recon * (terms["self_recon"] + terms["cross_recon"])
             + o.lambda_dist_z_movement * terms["dist_z_movement"])
