@@ -177,10 +177,7 @@ class CompositionTask(Task):
     # trace). Generation from a composition workdir therefore also needs the stage-1 workdir to
     # exist (its values are then overwritten by the composition checkpoint).
     self._pretrained = _load_decomposition(self.decomp_workdir) if self.decomp_workdir else None
-    o = config.optim
-    specs = {k: (o.lr, o.clip_norm) for k in self.nets}
-    specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
-    self.optimizers = common.ModuleOptimizers(specs, b1=o.b1, b2=o.b2)
+    self.optimizers = common.ModuleOptimizers.from_config(config, self.nets)
     if m.update_mode not in ("recompute", "merged"):
       raise ValueError(f"config.model.update_mode={m.update_mode!r}: expected 'recompute' or 'merged'")
 

@@ -29,6 +29,7 @@ import optax
 from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import dance_classifier
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -55,7 +56,7 @@ class DanceStyleTask(Task):
     self.num_classes = int(config.model.num_classes)
     self.seqlen = int(config.model.seqlen)
     self.pose_dim = int(config.model.get("pose_dim", 69))
-    self.tx = optax.adam(float(config.optim.learning_rate))
+    self.tx = optim.build_optimizer(config)
     self._apply = jax.jit(lambda p, x: self.model.apply({"params": p}, x, return_features=True))
 
   def init_state(self, rng, batch, stats=None):

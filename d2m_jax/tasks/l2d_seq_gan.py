@@ -32,6 +32,7 @@ from d2m_jax.models.learn2dance import project_to_2d
 from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerator
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -66,8 +67,8 @@ class SeqGANTask(Task):
     dtype = compute_dtype(config)
     self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
     self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
-    self.g_tx = common.make_optimizer(config.optim)
-    self.d_tx = common.make_optimizer(config.optim)
+    self.g_tx = optim.build_optimizer(config, "generator")
+    self.d_tx = optim.build_optimizer(config, "critic")
 
   def synthetic_batch(self, batch_size, rng):
     return common.synthetic_batch(self.config, batch_size, rng)

@@ -37,6 +37,7 @@ import optax
 from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import music_style as ms
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -74,8 +75,7 @@ class MusicStyleTask(Task):
     self.edges = ms.log_lag_edges(int(m.num_lags), float(m.min_lag), float(m.max_lag)).astype(
         np.float32)
     self.clip_seconds = self.clip_frames / 25.0
-    self.tx = optax.adamw(float(config.optim.learning_rate),
-                          weight_decay=float(config.optim.weight_decay))
+    self.tx = optim.build_optimizer(config)
 
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):

@@ -26,6 +26,7 @@ from d2m_jax.data import batch_layout
 from d2m_jax.data.example_source import window_stride
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import style as style_model
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -67,7 +68,7 @@ class StyleTask(Task):
     if not 1 <= self.num_frames <= WINDOW:
       raise ValueError(f"config.model.num_frames={self.num_frames} must be in [1, {WINDOW}]")
     self.num_classes = int(config.model.num_classes)
-    self.tx = optax.adam(float(config.optim.learning_rate))
+    self.tx = optim.build_optimizer(config)
 
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):
