@@ -46,6 +46,7 @@ import numpy as np
 from d2m_jax.train import checkpoint as ckpt_lib
 from d2m_jax.train import distributed
 from d2m_jax.train import logs
+from d2m_jax.train import optim
 from d2m_jax.train import parallel
 from d2m_jax.train.task import Task
 from d2m_jax.train.task import resolve_dtype_name
@@ -171,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
   log(f"task={config.task} parallel={dp.mode} devices={dp.num_devices} ({device_kind}) "
       f"processes={jax.process_count()} global_batch={global_batch} dtype={_dtype_label(config)} "
       f"workdir={workdir}")
+  log(optim.describe_batch(config, dp.num_devices))
 
   if is_main:
     _dump_config(config, workdir)
@@ -234,7 +236,7 @@ def _run(config, workdir, task, dp, ckpt, writer, preemption, log, device_kind, 
     return dp.get_state(state)
 
   # ---- compile -------------------------------------------------------------------------------
-  step_fn = dp.wrap(task.train_step)
+  step_fn = dp.wrap(_with_optimizer_metrics(task.train_step))
   if nan_step == start_step:
     first_batch = _poison(first_batch)
   placed = dp.put_batch(first_batch)
@@ -408,6 +410,14 @@ def _evaluate(config, task, dp, eval_state, state, batches) -> Optional[Dict[str
   if finalize is not None:
     out.update(finalize(out))
   return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+
+def _with_optimizer_metrics(train_step):
+  """The task's step plus the optimiser's own scalars (effective lr, gradient noise scale)."""
+  def step(state, batch, axis_name=None):
+    state, metrics = train_step(state, batch, axis_name=axis_name)
+    return state, {**metrics, **optim.optimizer_metrics(state)}
+  return step
 
 
 @jax.jit

@@ -220,7 +220,7 @@ def _path_name(path) -> str:
   names = []
   for p in path:
     key = getattr(p, "key", getattr(p, "name", None))
-    if isinstance(key, str) and key not in ("opt_state", "inner_opt_state", "inner_state"):
+    if isinstance(key, str) and key not in ("opt_state", "inner_opt_state", "inner_state", "inner"):
       names.append(key[:-len("_opt_state")] if key.endswith("_opt_state") else
                    key[:-len("_opt")] if key.endswith("_opt") else key)
   return "/".join(names)
@@ -230,14 +230,16 @@ def optimizer_metrics(state) -> Dict[str, jax.Array]:
   """Scalars to log from anywhere in a train state: ``optim/[<network>/]lr`` (effective lr) and,
   where the noise scale is on, ``optim/[<network>/]gns_*`` (see d2m_jax/train/noise_scale.py)."""
   from d2m_jax.train.noise_scale import NoiseScaleState, metrics  # pylint: disable=import-outside-toplevel
-  found = jax.tree_util.tree_flatten_with_path(
-      state, is_leaf=lambda x: isinstance(x, (LrState, NoiseScaleState)))[0]
   out = {}
-  for path, leaf in found:
-    name = _path_name(path)
-    prefix = f"optim/{name}/" if name else "optim/"
-    if isinstance(leaf, LrState):
-      out[prefix + "lr"] = leaf.lr
-    elif isinstance(leaf, NoiseScaleState):
-      out.update({prefix + k: v for k, v in metrics(leaf).items()})
+  for kind in (LrState, NoiseScaleState):   # an LrState may sit inside a NoiseScaleState
+    found = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x, t=kind: isinstance(x, t))
+    for path, leaf in found[0]:
+      if not isinstance(leaf, kind):
+        continue
+      name = _path_name(path)
+      prefix = f"optim/{name}/" if name else "optim/"
+      if kind is LrState:
+        out[prefix + "lr"] = leaf.lr
+      else:
+        out.update({prefix + k: v for k, v in metrics(leaf).items()})
   return out
