@@ -83,15 +83,15 @@ def _decomp_config():
   from configs import d2m_decomposition  # pylint: disable=import-outside-toplevel
   c = d2m_decomposition.get_config()
   m = c.model
-  m.hidden, m.z_mov, m.init_hidden, m.z_init = 64, 32, 32, 8   # demo size (GRU H=64)
-  m.unit_length = 16
+  m.hidden, m.z_mov, m.init_hidden, m.z_init = 32, 16, 16, 8   # below demo size (GRU H=32)
+  m.unit_length = 8
   c.dtype = "float32"
   return c
 
 
 def _decomp_stream(batch, rng):
   from d2m_jax.models import d2m_common  # pylint: disable=import-outside-toplevel
-  return d2m_common.synthetic_units_batch(batch, rng, 69, 16)
+  return d2m_common.synthetic_units_batch(batch, rng, 69, 8)
 
 
 _MS_PATTERNS = np.random.default_rng(4321).standard_normal((4, 384)).astype(np.float32)
@@ -126,10 +126,10 @@ ROWS = {
     "music_style": Row("music_style", _music_config, _music_stream, "accuracy", 0.85, "max",
                        lr=3e-2, reference_batch=32, scaling="sqrt", eval_size=256, eval_every=1,
                        stream_doc="tempogram log1p(|N(0,1)| + 0.1 |class profile|), 40 frames"),
-    "d2m_decomposition": Row("d2m_decomposition", _decomp_config, _decomp_stream, "loss", 0.0,
-                             "min", lr=2e-4, reference_batch=32, scaling="sqrt", eval_size=128,
-                             eval_every=5, max_updates=300,
-                             stream_doc="3 random-walk units of 16 frames, 69-D"),
+    "d2m_decomposition": Row("d2m_decomposition", _decomp_config, _decomp_stream, "loss", 40.5,
+                             "min", lr=2e-3, reference_batch=32, scaling="sqrt", eval_size=128,
+                             eval_every=5, max_updates=200,
+                             stream_doc="3 random-walk units of 8 frames, 69-D"),
 }
 
 
@@ -231,6 +231,39 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
                  "train_cpu_s": time.process_time() - t_cpu, "compile_s": compile_s}
 
 
+def noise_scale_overhead(row: Row, batch: int, accumulate: int = 2, steps: int = 30) -> dict:
+  """Median micro-step time with and without the noise-scale wrapper (same accumulation),
+  alternating blocks of ``steps`` so that load changes hit both alike."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  micro = batch // accumulate
+  rng = np.random.default_rng(0)
+  data = [row.stream(micro, rng) for _ in range(4)]
+  fns = {}
+  for on in (False, True):
+    c = row.config()
+    c.data.batch_size = micro
+    c.optim.accumulate_steps, c.optim.noise_scale = accumulate, on
+    task = get_task(c)
+    state = jax.jit(task.init_state)(jax.random.PRNGKey(0), data[0], None)
+    step = jax.jit(task.train_step, donate_argnums=0)
+    state, _ = step(state, data[0])
+    fns[on] = [step, state]
+  times = {False: [], True: []}
+  for _ in range(3):
+    for on in (False, True):
+      step, state = fns[on]
+      for i in range(steps):
+        t = time.perf_counter()
+        state, m = step(state, data[i % 4])
+        jax.block_until_ready(m)
+        times[on].append(time.perf_counter() - t)
+      fns[on][1] = state
+  off, on = float(np.median(times[False])), float(np.median(times[True]))
+  return {"model": row.name, "batch": batch, "accumulate": accumulate, "step_s_off": off,
+          "step_s_on": on, "overhead": on / off - 1.0}
+
+
 # ------------------------------------------------------------------ analysis ----------------
 def critical_batch(steps_by_batch: Dict[int, float], saving: float = 0.2) -> Optional[int]:
   """The largest batch B (of those measured) such that going from B/2 to B still saved at least
@@ -308,10 +341,18 @@ def main(argv=None):
                                                 "batch_scaling.jsonl"))
   p.add_argument("--plot", default=None, help="PNG (default: --out with .png)")
   p.add_argument("--summarise_only", action="store_true", help="re-plot --out, run nothing")
+  p.add_argument("--overhead", action="store_true",
+                 help="time the noise-scale wrapper at each --batches for each row, then exit")
   a = p.parse_args(argv)
   for name in a.rows.split(","):
     if name not in ROWS:
       sys.exit(f"--rows: unknown row {name!r} (known: {', '.join(ROWS)})")
+  if a.overhead:
+    for name in a.rows.split(","):
+      for batch in [int(b) for b in a.batches.split(",")]:
+        print(json.dumps(noise_scale_overhead(ROWS[name], batch, max(a.accumulate, 2))),
+              flush=True)
+    return
   if not a.summarise_only:
     import jax  # pylint: disable=import-outside-toplevel
     date = time.strftime("%Y-%m-%d", time.gmtime())

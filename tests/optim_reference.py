@@ -73,10 +73,12 @@ def run(tx, count):
   return params
 
 
-def config_updates(name):
-  """{'<config>/<network>/<count>': the updated leaves, flattened and concatenated}."""
+def config_updates(name, config=None):
+  """{'<config>/<network>/<count>': the updated leaves, flattened and concatenated} for
+  configs/<name>.py (or ``config`` in its place)."""
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
-  config = importlib.import_module(f"configs.{name}").get_config()
+  if config is None:
+    config = importlib.import_module(f"configs.{name}").get_config()
   out = {}
   for net, tx in task_optimizers(get_task(config)).items():
     for count in COUNTS:

@@ -215,6 +215,44 @@ def build_optimizer(config, network: Optional[str] = None,
   return tx
 
 
+def upgrade_legacy(config):
+  """A config written before this schema (a workdir's config.json) in the one spelling, with the
+  optimisers it trained with: ``learning_rate`` -> ``lr``; the WGANs' ``lr_g``/``lr_d`` ->
+  ``generator.lr``/``critic.lr`` and their milestones -> ``schedule="multistep"`` (decay 0.8
+  unless set); the D2M decomposition's clip on ``movement_enc``/``stdp_dec`` only; the
+  composition's ``stdp_dec_lr_scale`` -> ``stdp_dec.lr``; music_style's adamw (decaying all).
+  Configs already in the new spelling come back unchanged. Returns a copy."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  c = ml_collections.ConfigDict(config.to_dict())
+  o = c.optim
+  task = c.get("task", "")
+  old_decomp = task == "d2m_decomposition" and "movement_enc" not in o and "clip_norm" in o
+  if not any(k in o for k in RENAMED) and not old_decomp:
+    return c
+  if "learning_rate" in o:
+    o.lr = o.learning_rate
+    del o["learning_rate"]
+    if task == "music_style" and "name" not in o:
+      o.name, o.decay_mask = "adamw", "all"
+  for old, net in (("lr_g", "generator"), ("lr_d", "critic")):
+    if old in o:
+      o[net] = ml_collections.ConfigDict({"lr": o[old]})
+      del o[old]
+  if "milestones" in o and tuple(o.milestones or ()):
+    o.schedule = "multistep"
+    o.decay_factor = o.get("decay", 0.8)
+  if "decay" in o:
+    del o["decay"]
+  if "stdp_dec_lr_scale" in o:
+    o.stdp_dec = ml_collections.ConfigDict({"lr": o.lr * o.stdp_dec_lr_scale})
+    del o["stdp_dec_lr_scale"]
+  if old_decomp:
+    for net in ("movement_enc", "stdp_dec"):
+      o[net] = ml_collections.ConfigDict({"clip_norm": o.clip_norm})
+    o.clip_norm = 0.0
+  return c
+
+
 def _path_name(path) -> str:
   """'g', 'movement_enc', ... from a key path into the train state (generic parts dropped)."""
   names = []
