@@ -289,7 +289,11 @@ def summarise(rows: List[dict]) -> Dict[str, dict]:
       steps[b] = float(np.median(got)) if len(got) == len([r for r in mine if r["batch"] == b]) \
           else float("nan")   # a batch counts only when every seed reached the target
     bsim = [r["b_simple"] for r in mine if math.isfinite(r.get("b_simple", float("nan")))]
-    out[model] = {"steps": steps, "critical_batch": critical_batch(steps),
+    crit = critical_batch(steps)
+    measured = sorted(b for b, v in steps.items() if math.isfinite(v))
+    out[model] = {"steps": steps, "critical_batch": crit,
+                  # False: every measured doubling saved >= 20%, the critical batch is larger
+                  "critical_bounded": crit is not None and crit != measured[-1],
                   "b_simple_median": float(np.median(bsim)) if bsim else float("nan")}
   return out
 
@@ -312,7 +316,8 @@ def plot(rows: List[dict], summary: Dict[str, dict], path: str):
       ax.plot(bs, [st[bs[0]] * bs[0] / b for b in bs], "k--", lw=1, label="perfect scaling")
     crit = summary[model]["critical_batch"]
     if crit:
-      ax.axvline(crit, color="C2", ls=":", label=f"critical batch {crit}")
+      ax.axvline(crit, color="C2", ls=":", label=f"critical batch "
+                 f"{'' if summary[model]['critical_bounded'] else '>= '}{crit}")
     bsim = summary[model]["b_simple_median"]
     if math.isfinite(bsim) and bsim > 0:
       ax.axvline(bsim, color="C1", ls="-.", label=f"B_simple {bsim:.0f}")
@@ -378,7 +383,8 @@ def main(argv=None):
     rows = [json.loads(line) for line in f if line.strip()]
   summary = summarise(rows)
   for model, s in summary.items():
-    print(f"{model}: steps {s['steps']} critical batch {s['critical_batch']} "
+    print(f"{model}: steps {s['steps']} critical batch "
+          f"{'' if s['critical_bounded'] else '>= '}{s['critical_batch']} "
           f"B_simple (median) {s['b_simple_median']:.1f}")
   plot(rows, summary, a.plot or os.path.splitext(a.out)[0] + ".png")
 

@@ -31,6 +31,17 @@ def test_summary_counts_a_batch_only_when_every_seed_reached():
   s = bs.summarise(rows)["m"]
   assert s["steps"][32] == 100.5 and math.isnan(s["steps"][64])
   assert s["b_simple_median"] == 50.0
+  assert s["critical_batch"] is None   # one batch with every seed at the target
+
+
+def test_open_ended_critical_batch_is_flagged():
+  rows = [dict(model="m", batch=b, seed=0, steps=st, reached=True, b_simple=1.0)
+          for b, st in ((32, 100), (64, 60), (128, 40))]
+  s = bs.summarise(rows)["m"]
+  assert s["critical_batch"] == 128 and not s["critical_bounded"]
+  rows.append(dict(model="m", batch=256, seed=0, steps=38, reached=True, b_simple=1.0))
+  s = bs.summarise(rows)["m"]
+  assert s["critical_batch"] == 128 and s["critical_bounded"]
 
 
 def test_read_time_to_target(tmp_path):
