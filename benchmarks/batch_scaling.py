@@ -59,6 +59,7 @@ class Row:
   eval_every: int = 5
   max_updates: int = 400
   stream_doc: str = ""
+  warmup: int = 0                       # > 0: warmup_linear schedule (decay to 0 at max_updates)
 
 
 _STYLE_PATTERNS = np.random.default_rng(1234).standard_normal((4, 28)).astype(np.float32)
@@ -181,6 +182,8 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
   o.accumulate_steps = accumulate
   o.noise_scale = accumulate > 1
   o.noise_scale_ema = 0.9
+  if row.warmup:
+    o.schedule, o.warmup_steps, o.decay_steps = "warmup_linear", row.warmup, row.max_updates
   task = get_task(c)
   held_out = row.stream(row.eval_size, np.random.default_rng(10_000))
 
@@ -345,6 +348,9 @@ def main(argv=None):
   p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
                                                 "batch_scaling.jsonl"))
   p.add_argument("--plot", default=None, help="PNG (default: --out with .png)")
+  p.add_argument("--scaling", default=None, help="override the rows' lr_scaling (none|linear|sqrt)")
+  p.add_argument("--warmup", type=int, default=0, help="warmup_linear over this many updates "
+                 "(then linear decay to 0 at the row's max_updates); 0: constant lr")
   p.add_argument("--summarise_only", action="store_true", help="re-plot --out, run nothing")
   p.add_argument("--overhead", action="store_true",
                  help="time the noise-scale wrapper at each --batches for each row, then exit")
@@ -363,6 +369,9 @@ def main(argv=None):
     date = time.strftime("%Y-%m-%d", time.gmtime())
     for name in a.rows.split(","):
       row = ROWS[name]
+      if a.scaling:
+        row = dataclasses.replace(row, scaling=a.scaling)
+      row = dataclasses.replace(row, warmup=a.warmup)
       for batch in [int(b) for b in a.batches.split(",")]:
         seeds = [int(s) for s in a.seeds.split(",")]
         if a.runner == "engine":
@@ -373,6 +382,7 @@ def main(argv=None):
           runs = run_inline(row, batch, seeds, a.accumulate)
         for seed, res in runs:
           rec = {"model": name, "batch": batch, "seed": seed, "accumulate": a.accumulate,
+                 "lr_scaling": row.scaling, "warmup": row.warmup,
                  "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
                  "stream": row.stream_doc, "device": jax.devices()[0].device_kind,
                  "date": date, **res}

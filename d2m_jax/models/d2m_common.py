@@ -10,7 +10,7 @@ stay untouched, as in PyTorch), and all phases still run inside ONE jitted step.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
