@@ -160,7 +160,8 @@ def run_engine(row: Row, batch: int, seed: int, workdir: str, accumulate: int) -
           f"--config.optim.lr={row.lr}", f"--config.optim.lr_scaling={row.scaling}",
           f"--config.optim.reference_batch={row.reference_batch}",
           f"--config.num_train_steps={row.max_updates * accumulate}",
-          f"--config.target.metric=eval/validation/{row.metric}",
+          f"--config.eval_every_steps={row.eval_every * accumulate}",
+          f"--config.target.metric=eval_validation/{row.metric}",
           f"--config.target.threshold={row.threshold}", f"--config.target.mode={row.mode}"]
   subprocess.run(args, check=True, cwd=REPO)
   out = read_time_to_target(workdir)

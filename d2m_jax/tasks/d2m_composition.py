@@ -4,7 +4,7 @@ Loads ``initp_enc``, ``movement_enc`` and ``stdp_dec`` (and the normalisation st
 decomposition checkpoint in ``config.model.decomp_workdir``; ``initp_enc``/``movement_enc``
 are frozen (evaluated outside the differentiated function, so no backward is spent on them:
 the original computed and discarded ``movement_enc`` gradients), ``stdp_dec`` is fine-tuned at
-``lr * stdp_dec_lr_scale`` (0.1). Trained: ``dance_enc``, ``dance_dec``, ``audstyle_enc``,
+``optim.stdp_dec.lr`` (0.1 x lr). Trained: ``dance_enc``, ``dance_dec``, ``audstyle_enc``,
 ``dance_reg`` (Dance2Style) and the two latent discriminators ``dis_movement``/``dis_dance``
 (conditioned on the mean audio feature). Every module has its own Adam with global-norm
 clipping at 0.5, as in the original.
@@ -63,6 +63,7 @@ import numpy as np
 from flax import struct
 
 from d2m_jax.models import d2m_common as common
+from d2m_jax.models import d2m_motion
 from d2m_jax.models.d2m_comp import (AudstyleEnc, Dance2Style, DanceAudDis2, DanceDec, DanceEnc,
                                      StyleGRU)
 from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, l1_loss, mse_loss,
@@ -383,6 +384,11 @@ class CompositionTask(Task):
 
   # ------------------------------------------------------------------ generation
   generation_features = ("d2m28",)
+
+  def motion_rows(self, state, batch, rng):
+    """Normalised units of every row of ``d2m_motion.ROWS`` (real, VAE reconstruction and
+    prior, dance path, music path) for the ``motion_ratio`` evaluator."""
+    return d2m_motion.decoded_units(self, state, batch, rng)
 
   def generate(self, state, feats, beats, num_frames, rng, num_samples=1):
     """Music -> dances (num_samples, num_frames, J, C) in data units; see d2m_inference."""

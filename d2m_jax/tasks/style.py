@@ -5,7 +5,7 @@ Reads kind "windows" batches and uses only ``d2m28`` (B, 120, 28) and ``style`` 
 offset per example in training, the centred crop in evaluation. Features are z-scored with the
 train split's ``d2m28_mean/_std`` (kept in the state, so a checkpoint is self-contained).
 
-Loss: cross-entropy; optimiser Adam (``config.optim.learning_rate``, 2e-4 as WeiyuDu's
+Loss: cross-entropy; optimiser Adam (``config.optim.lr``, 2e-4 as WeiyuDu's
 ``model_style.py``). Metrics: loss, accuracy. Evaluation also returns the confusion matrix
 (true class x predicted class counts) and per-class accuracy (``finalize_eval``).
 
