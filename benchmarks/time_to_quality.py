@@ -83,10 +83,10 @@ def plot(curves, metric: str, threshold: float, path: str):
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def main(argv):
@@ -127,10 +127,9 @@ def main(argv):
       print("SIGTERM: the remaining seeds are skipped", flush=True)
       break
   rows.append(summary(rows))
-  tmp = os.path.join(FLAGS.out, "runs.jsonl.tmp")
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  os.replace(tmp, os.path.join(FLAGS.out, "runs.jsonl"))
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  files.write_text(os.path.join(FLAGS.out, "runs.jsonl"), "".join(json.dumps(r) + "\n"
+                                                                  for r in rows))
   plot(curves, target.metric, float(target.threshold), os.path.join(FLAGS.out, "curves.png"))
   print(json.dumps(rows[-1], indent=1))
   print(f"wrote {FLAGS.out}/runs.jsonl and {FLAGS.out}/curves.png")

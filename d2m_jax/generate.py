@@ -30,10 +30,11 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import skeleton as skel
 from d2m_jax.data.errors import DataError
 
@@ -185,16 +186,16 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
 
 def uses_beats(task) -> bool:
   """Whether ``task.generate`` reads the music beats (``generation_uses_beats``, default True)."""
-  return bool(getattr(task, "generation_uses_beats", True))
+  return bool(task.generation_uses_beats)
 
 
 def task_fps(task) -> float:
-  return float(getattr(task, "fps", None) or skel.MOCAP_FPS)
+  return float(task.fps or skel.MOCAP_FPS)
 
 
 def skeleton_for(task, joints_shape) -> str:
   """The skeleton name: ``task.skeleton`` if set, else inferred from (J, C)."""
-  name = getattr(task, "skeleton", None)
+  name = task.skeleton
   if name:
     return name
   j, c = joints_shape[-2:]
@@ -207,7 +208,7 @@ def skeleton_for(task, joints_shape) -> str:
 def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int = 0):
   """One batched ``task.generate`` call -> (num_samples, num_frames, J, C) float32 numpy."""
   import jax  # pylint: disable=import-outside-toplevel
-  if not hasattr(task, "generate"):
+  if not task.supports("generate"):
     raise ValueError(f"task {getattr(task, 'name', task)!r} cannot generate dances "
                      "(no generate method)")
   rng = jax.random.PRNGKey(seed)
@@ -221,21 +222,6 @@ def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int
   if not np.all(np.isfinite(joints)):
     raise ValueError("task.generate returned non-finite joints")
   return joints
-
-
-def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-  """Calls ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace``s it."""
-  path = os.path.abspath(path)
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-  try:
-    with open(tmp, mode) as f:
-      write(f)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def save_dance(out_path: str, joints: np.ndarray, *, fps: float, skeleton: str,
@@ -261,7 +247,7 @@ def save_dance(out_path: str, joints: np.ndarray, *, fps: float, skeleton: str,
     payload["music_beats"] = np.asarray(music.beats, np.int64)
     payload["music_path"] = np.array(os.path.abspath(music.path))
     payload["tempo_bpm"] = np.float32(music.tempo_bpm)
-  atomic_write(out_path, lambda f: np.savez(f, **payload))
+  files.save_npz(out_path, **payload)
   return out_path
 
 
@@ -298,7 +284,7 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   state, config, task = restore_workdir(checkpoint, config=config, step=step)
   restore_s = time.perf_counter() - t0
   fps = task_fps(task)
-  music = prepare_music(music_path, fps, tuple(getattr(task, "generation_features", ())),
+  music = prepare_music(music_path, fps, tuple(task.generation_features),
                         max_seconds=max_seconds, decoded=decoded,
                         with_beats=render or uses_beats(task))
   music.timings["decode"] = decode_s

@@ -170,7 +170,7 @@ def main(argv):
     t0 = time.perf_counter()
     state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
-    names = tuple(getattr(task, "generation_features", ()))
+    names = tuple(task.generation_features)
     if FLAGS.test_raw_dir or use_processed:
       musics = [generate.music_from_processed(it.processed, names) for it in items]
     else:

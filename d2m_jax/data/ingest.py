@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import features as feat_lib
 from d2m_jax.data import numba_cache, readers, skeleton
@@ -59,9 +60,7 @@ def process_sequence(seq: readers.Sequence) -> dict:
 
 
 def save_npz(path: str, arrays: dict):
-  tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  files.save_npz(path, **arrays)
 
 
 def load_processed(path: str) -> dict:

@@ -100,12 +100,9 @@ def specs(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.ConfigD
 
 def applicable(task, spec) -> bool:
   """Whether ``task`` can run an evaluator of this spec (task_eval needs an eval_step)."""
-  from d2m_jax.train.task import Task  # pylint: disable=import-outside-toplevel
-  if spec.kind == "task_eval":
-    return type(task).eval_step is not Task.eval_step
-  if spec.kind == "motion_ratio":
-    return hasattr(task, "motion_rows")
-  return True
+  need = {"task_eval": "eval_step", "motion_ratio": "motion_rows",
+          "dance_metrics": "generate"}.get(spec.kind)
+  return need is None or task.supports(need)
 
 
 def run(name: str, spec, ctx: EvalContext, state) -> Dict[str, Any]:
@@ -190,9 +187,7 @@ def task_eval(ctx: EvalContext, state, spec) -> Dict[str, Any]:
     return {}
   out = {k: (float(v / weight) if np.ndim(v) == 0 else v) for k, v in sums.items()}
   out["num_examples"] = int(weight)
-  finalize = getattr(ctx.task, "finalize_eval", None)
-  if finalize is not None:
-    out.update(finalize(out))
+  out.update(ctx.task.finalize_eval(out))
   return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
 
