@@ -31,7 +31,14 @@ class ModuleOptimizers:
   def from_config(cls, config, names: Iterable[str]) -> "ModuleOptimizers":
     """``optim.build_optimizer(config, name)`` for each module (``config.optim.<name>``)."""
     from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
-    return cls({name: optim.build_optimizer(config, name) for name in names})
+    txs = {}
+    for name in names:
+      tx = optim.build_optimizer(config, name)
+      # A chain per module, as before the schema (the same state layout: old checkpoints load).
+      if not optim.resolve(config, name)["clip_norm"] and not optim.records_lr(config, name):
+        tx = optax.chain(tx)
+      txs[name] = tx
+    return cls(txs)
 
   def init(self, params: Mapping) -> Dict:
     return {name: tx.init(params[name]) for name, tx in self.txs.items()}

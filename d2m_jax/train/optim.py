@@ -15,7 +15,9 @@ Keys (one spelling; defaults in :data:`DEFAULTS`):
 * ``lr_scaling``: none | linear | sqrt: ``lr`` was tuned at ``reference_batch`` examples; the
   effective lr is ``lr x (G / reference_batch)`` (or its square root) for the global batch
   ``G = data.batch_size x accumulate_steps``. The effective lr is in the optimiser state and is
-  logged (:func:`optimizer_metrics`).
+  logged (:func:`optimizer_metrics`) whenever scaling, a warmup schedule, accumulation or the
+  noise scale is on; a constant (or multistep) unscaled lr adds no state, so the state layout,
+  and old checkpoints, stay as before this schema (the start-up line prints the lr).
 * ``accumulate_steps``: k >= 1. ``optax.MultiSteps``: each train step feeds one micro-batch of
   ``data.batch_size`` examples; every k-th step applies the mean gradient of the last k (the
   other steps leave the parameters alone), so one jitted step and donation stay. Batch
@@ -173,6 +175,13 @@ def record_lr(schedule) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def records_lr(config, network: Optional[str] = None) -> bool:
+  """Whether ``network``'s optimiser keeps its effective lr in its state (see lr_scaling)."""
+  o = resolve(config, network)
+  return (o["schedule"] not in ("constant", "multistep") or o["lr_scaling"] != "none"
+          or int(o["accumulate_steps"]) > 1 or bool(o["noise_scale"]))
+
+
 def build_optimizer(config, network: Optional[str] = None,
                     updates_per_step: int = 1) -> optax.GradientTransformation:
   """The optax transform of ``network`` (None: the single network) from ``config.optim``.
@@ -205,8 +214,13 @@ def build_optimizer(config, network: Optional[str] = None,
     _fail(("%s." % network if network else "") + "weight_decay",
           f"{name} has no decoupled weight decay: use adamw, lamb or lars")
   parts = [optax.clip_by_global_norm(float(o["clip_norm"]))] if o["clip_norm"] else []
-  tx = optax.chain(*parts, tx, record_lr(lr))
   k = int(o["accumulate_steps"])
+  # The effective lr is kept in the state (and logged) whenever it is not simply the configured
+  # one; otherwise the state keeps the layout the tasks had before this schema, so checkpoints
+  # written before it restore (constant lr and the paper's multistep: no extra state).
+  record = records_lr(config, network)
+  if parts or record:
+    tx = optax.chain(*parts, tx, *([record_lr(lr)] if record else []))
   if k > 1:
     tx = optax.MultiSteps(tx, k).gradient_transformation()
   if o["noise_scale"]:
