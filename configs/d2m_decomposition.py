@@ -21,11 +21,12 @@ Paper-size model (H 1024, z_mov 512, 14.9M parameters). Measured on the shared 2
 2.7 (music_to_dance); the KL weight only ramps up around step 15k. The paper trains 1000
 epochs at batch 256 (one unit per example): a GPU job.
 """
+import ml_collections
+
 from d2m_jax.train.defaults import base_config
 
 
 def model_config(pose_size: int = 69):
-  import ml_collections
   m = ml_collections.ConfigDict()
   m.pose_size = pose_size      # 69 = 23 mocap joints x 3 (cm); 28 = 14 OpenPose joints x 2 (px)
   m.joint_dims = 0             # coordinates per joint (0: 3 if pose_size == 69 else 2)
@@ -81,7 +82,9 @@ def get_config(variant: str = "mocap"):
   o.lr = 2e-4
   o.b1 = 0.9
   o.b2 = 0.999
-  o.clip_norm = 0.5            # separately for movement_enc and stdp_dec
+  o.clip_norm = 0.0            # the encoders of the initial pose: not clipped
+  for net in ("movement_enc", "stdp_dec"):   # clipped separately (clip_grad_norm_ 0.5)
+    o[net] = ml_collections.ConfigDict({"clip_norm": 0.5})
   o.lambda_kl = 0.01
   o.kl_anneal_rate = 0.0005    # kld_coef = sigmoid(rate * (step - center))
   o.kl_anneal_center = 15000.0

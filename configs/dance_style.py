@@ -19,7 +19,7 @@ def get_config():
   c.model.seqlen = 120           # 4.8 s at 25 fps
   c.model.pose_dim = 69
   c.model.class_balanced_loss = True  # replaces the original's WeightedRandomSampler
-  c.optim.learning_rate = 2e-4
+  c.optim.lr = 2e-4
   c.data.kind = "windows"
   c.data.waveform = False        # poses only: the pipeline's windows_nowave examples
   c.data.require_audio = False   # motion-only sequences are fine for a pose classifier

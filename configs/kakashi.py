@@ -35,7 +35,7 @@ def get_config():
   c.model.mode = "sequence"        # sequence | chunk | frame
   c.model.chunk_seconds = 5.0      # chunk mode: 5, 10 or 15
   c.optim.name = "sgd"
-  c.optim.learning_rate = 0.005
+  c.optim.lr = 0.005
   c.optim.momentum = 0.9
   c.optim.clip_norm = 1.0
   c.num_train_steps = 2000

@@ -11,7 +11,7 @@ is given. Data: ``sequences`` of the first 1000 frames (40 s = 40 one-second cli
 40 labels per song) with the 512-d ``mel_tempogram512`` features per motion frame.
 Expected: batch 4 x 1000 steps of a 2-layer BiLSTM(256): ~1 s/step on 2 CPU cores; with the
 original's plain SGD 3e-4 the loss (summed CE over 40 steps, ~40 ln 128 = 194 at start) falls
-slowly; try ``--config.optim.name=adam --config.optim.learning_rate=1e-3`` for faster fitting.
+slowly; try ``--config.optim.name=adam --config.optim.lr=1e-3`` for faster fitting.
 """
 import ml_collections
 
@@ -35,7 +35,7 @@ def get_config():
   c.model.kmeans_max_iter = 300
   c.model.top_k = 5                # generation: uniform among the 5 best clusters
   c.optim.name = "sgd"             # the original: SGD 3e-4, no momentum
-  c.optim.learning_rate = 3e-4
+  c.optim.lr = 3e-4
   c.optim.momentum = 0.0
   c.num_train_steps = 2000
   c.log_every_steps = 20

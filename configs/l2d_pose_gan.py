@@ -28,7 +28,7 @@ def get_config():
   c.model.bn_eps = 0.8             # the original's BatchNorm1d(out, 0.8) (eps, kept)
   c.model.gp_weight = 10.0         # 0 reproduces the original's (no-op penalty) WGAN
   c.optim.name = "adam"
-  c.optim.learning_rate = 1e-3
+  c.optim.lr = 1e-3
   c.optim.b1 = 0.5
   c.optim.b2 = 0.999
   c.num_train_steps = 5000

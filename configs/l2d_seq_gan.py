@@ -33,7 +33,7 @@ def get_config():
   c.model.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   c.model.pose_gan_workdir = ml_collections.FieldReference(None, field_type=str)
   c.optim.name = "adam"
-  c.optim.learning_rate = 1e-3
+  c.optim.lr = 1e-3
   c.optim.b1 = 0.5
   c.optim.b2 = 0.999
   c.num_train_steps = 3000

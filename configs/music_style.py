@@ -46,8 +46,10 @@ def get_config():
   c.model.kernel = 5
   c.model.hidden = 0               # ... no hidden layer: a linear head, 64 x 4 + 4 weights
   c.model.dropout_rate = 0.0
-  c.optim.learning_rate = 3e-2
+  c.optim.name = "adamw"
+  c.optim.lr = 3e-2
   c.optim.weight_decay = 1e-2
+  c.optim.decay_mask = "all"       # decays biases and norms too (optax.adamw's default)
   c.dtype = "float32"
   c.data.kind = "sequences"
   c.data.batch_size = 8            # sequences per step (x clips_per_sequence clips)

@@ -29,7 +29,7 @@ def get_config():
   c.model.head_relu_first = True
   c.model.dropout_rate = 0.1
   c.model.num_frames = 59
-  c.optim.learning_rate = 2e-4
+  c.optim.lr = 2e-4
   c.data.kind = "windows"
   c.data.waveform = False          # the classifier reads d2m28 only: skip the 16 kHz clips
   c.data.batch_size = 64

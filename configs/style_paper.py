@@ -26,7 +26,7 @@ def get_config():
   c.model.head_relu_first = False
   c.model.dropout_rate = 0.0       # the original's dropouts are commented out
   c.model.num_frames = 30
-  c.optim.learning_rate = 2e-4
+  c.optim.lr = 2e-4
   c.data.kind = "windows"
   c.data.waveform = False          # the classifier reads d2m28 only: skip the 16 kHz clips
   c.data.batch_size = 64

@@ -19,10 +19,10 @@ def test_load_by_name_path_and_variant_with_typed_overrides():
   assert c.model.dance_hidden == 8 and isinstance(c.model.dance_hidden, int)   # parsed as int
   assert c.data.batch_size == 4 and c.model.decomp_workdir == "/x"
   p = configs.load(str(configs.CONFIG_DIR / "l2d_kmeans.py"),
-                   ["num_train_steps=3", "final_eval_splits=('test',)", "optim.learning_rate=1"])
+                   ["num_train_steps=3", "final_eval_splits=('test',)", "optim.lr=1"])
   assert p.task == "l2d_kmeans" and p.num_train_steps == 3
   assert tuple(p.final_eval_splits) == ("test",)
-  assert isinstance(p.optim.learning_rate, float)     # a float field stays a float
+  assert isinstance(p.optim.lr, float)     # a float field stays a float
 
 
 def test_bad_overrides_name_the_field():

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from d2m_jax.models import d2m_common as common
@@ -124,7 +125,8 @@ def test_yaw_jitter_rotates_about_vertical_axis():
 
 
 def test_module_optimizers_step_only_named_modules():
-  opt = common.ModuleOptimizers({"a": (0.1, 0.5), "b": (0.1, None)})
+  opt = common.ModuleOptimizers({"a": optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)),
+                                 "b": optax.adam(0.1)})
   params = {"a": jnp.ones(3), "b": jnp.ones(3)}
   st = opt.init(params)
   grads = {"a": jnp.full(3, 100.0), "b": jnp.full(3, 1.0)}

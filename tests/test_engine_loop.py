@@ -30,7 +30,7 @@ def tiny_config(steps, **kw):
   c = style_paper.get_config()
   c.model.hidden = 8
   c.model.num_frames = 10
-  c.optim.learning_rate = 1e-2
+  c.optim.lr = 1e-2
   c.data.batch_size = BATCH
   c.data.eval_batch_size = BATCH
   c.num_train_steps = steps

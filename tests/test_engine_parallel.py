@@ -24,7 +24,7 @@ def _config():
   c = style_paper.get_config()
   c.model.hidden = 8
   c.model.num_frames = 10
-  c.optim.learning_rate = 1e-3  # Adam steps ~lr: float32 reduction-order noise stays ~1e-7
+  c.optim.lr = 1e-3  # Adam steps ~lr: float32 reduction-order noise stays ~1e-7
   return c
 
 

@@ -99,7 +99,7 @@ def test_task_modes_train_and_generate(mode):
   c.model = ml_collections.ConfigDict(dict(joints=2, coords=3, fps=10.0, hidden=8, num_layers=2,
                                            dropout=0.5, teacher_forcing=0.5, mode=mode,
                                            chunk_seconds=0.5))
-  c.optim = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.005, momentum=0.9,
+  c.optim = ml_collections.ConfigDict(dict(name="sgd", lr=0.005, momentum=0.9,
                                            clip_norm=1.0))
   task = get_task(c)
   batch = task.synthetic_batch(2, np.random.default_rng(0))

@@ -32,7 +32,7 @@ def _task():
   c.data.max_frames = 75
   c.model = ml_collections.ConfigDict(dict(joints=2, coords=3, hidden=8, num_clusters=4,
                                            clusters_path=None, top_k=2))
-  c.optim = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.0))
+  c.optim = ml_collections.ConfigDict(dict(name="sgd", lr=0.1, momentum=0.0))
   return get_task(c)
 
 

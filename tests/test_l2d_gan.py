@@ -57,7 +57,7 @@ def _cfg(task, kind="windows"):
   c.model = ml_collections.ConfigDict(dict(joints=3, coords=3, hidden=16, bn_eps=0.8,
                                            gp_weight=10.0, seq_len=10, critic_hidden=8,
                                            pose_gan_workdir=None))
-  c.optim = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.5, b2=0.999))
+  c.optim = ml_collections.ConfigDict(dict(name="adam", lr=1e-3, b1=0.5, b2=0.999))
   return c
 
 

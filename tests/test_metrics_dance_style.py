@@ -27,7 +27,7 @@ def test_param_count_full_size_matches_layer_arithmetic():
 
 def test_learns_separable_styles_and_classifies_any_length():
   c = _tiny_config()
-  c.optim.learning_rate = 1e-2
+  c.optim.lr = 1e-2
   task = get_task(c)
   rng = np.random.default_rng(0)
 

@@ -81,7 +81,7 @@ def _tiny_task(num_frames=120, hidden=16):
   c = style_paper.get_config()
   c.model.hidden = hidden
   c.model.num_frames = num_frames
-  c.optim.learning_rate = 2e-2
+  c.optim.lr = 2e-2
   return get_task(c)
 
 

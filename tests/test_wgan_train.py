@@ -43,7 +43,7 @@ def test_fused_step_equals_separate_critic_and_generator_steps():
   # Biases of Linear layers followed by BatchNorm have zero gradient up to rounding; Adam turns
   # that noise into +-lr steps whose sign depends on summation order. They are checked to move
   # by at most one Adam step apart; every other generator parameter tightly.
-  lr = c.optim.lr_g
+  lr = c.optim.lr
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(fused.g_params),
                           jax.tree.leaves(state.g_params)):
     name = jax.tree_util.keystr(path)
@@ -67,7 +67,7 @@ def test_fused_step_equals_separate_critic_and_generator_steps():
 def test_few_steps_raise_the_wasserstein_estimate():
   c = pose_config(latent=10, size=16, nblocks=1)
   c.model.batch_size = 16
-  c.optim.lr_d = c.optim.lr_g = 1e-3
+  c.optim.lr = 1e-3
   task = get_task(c)
   rng = np.random.default_rng(1)
   batch = task.synthetic_batch(2, rng)

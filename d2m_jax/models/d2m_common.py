@@ -2,14 +2,15 @@
 
 Per-module optimisers: the original keeps one ``torch.optim.Adam`` per network and clips the
 global gradient norm of *some* networks separately (``clip_grad_norm_(net.parameters(), 0.5)``).
-:class:`ModuleOptimizers` holds one optax chain per named sub-tree of the parameter dict, so
+:class:`ModuleOptimizers` holds one optax chain per named sub-tree of the parameter dict (each
+built by d2m_jax/train/optim.py from ``config.optim`` and ``config.optim.<module>``), so
 that a phase can step exactly the modules it trains (other modules' Adam moments and counts
 stay untouched, as in PyTorch), and all phases still run inside ONE jitted step.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +22,23 @@ AUDIO_FEATURE = "d2m28"
 
 
 class ModuleOptimizers:
-  """One ``clip_by_global_norm (optional) -> adam`` chain per module name."""
+  """One optax transform per module name."""
 
-  def __init__(self, specs: Mapping[str, Tuple[float, Optional[float]]], b1=0.9, b2=0.999):
-    """``specs[name] = (learning_rate, clip_norm or None)``."""
-    self.txs = {}
-    for name, (lr, clip) in specs.items():
-      parts = ([optax.clip_by_global_norm(clip)] if clip else []) + [optax.adam(lr, b1=b1, b2=b2)]
-      self.txs[name] = optax.chain(*parts)
+  def __init__(self, txs: Mapping[str, optax.GradientTransformation]):
+    self.txs = dict(txs)
+
+  @classmethod
+  def from_config(cls, config, names: Iterable[str]) -> "ModuleOptimizers":
+    """``optim.build_optimizer(config, name)`` for each module (``config.optim.<name>``)."""
+    from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
+    txs = {}
+    for name in names:
+      tx = optim.build_optimizer(config, name)
+      # A chain per module, as before the schema (the same state layout: old checkpoints load).
+      if not optim.resolve(config, name)["clip_norm"] and not optim.records_lr(config, name):
+        tx = optax.chain(tx)
+      txs[name] = tx
+    return cls(txs)
 
   def init(self, params: Mapping) -> Dict:
     return {name: tx.init(params[name]) for name, tx in self.txs.items()}

@@ -4,7 +4,7 @@ Loads ``initp_enc``, ``movement_enc`` and ``stdp_dec`` (and the normalisation st
 decomposition checkpoint in ``config.model.decomp_workdir``; ``initp_enc``/``movement_enc``
 are frozen (evaluated outside the differentiated function, so no backward is spent on them:
 the original computed and discarded ``movement_enc`` gradients), ``stdp_dec`` is fine-tuned at
-``lr * stdp_dec_lr_scale`` (0.1). Trained: ``dance_enc``, ``dance_dec``, ``audstyle_enc``,
+``optim.stdp_dec.lr`` (0.1 x lr). Trained: ``dance_enc``, ``dance_dec``, ``audstyle_enc``,
 ``dance_reg`` (Dance2Style) and the two latent discriminators ``dis_movement``/``dis_dance``
 (conditioned on the mean audio feature). Every module has its own Adam with global-norm
 clipping at 0.5, as in the original.
@@ -203,13 +203,10 @@ class CompositionTask(Task):
     else:
       self._pretrained = (_load_decomposition(self.decomp_workdir) if self.decomp_workdir
                           else None)
-    o = config.optim
-    specs = {k: (o.lr, o.clip_norm) for k in self.nets}
-    # optim.finetune_stdp_dec (default True, the paper): fine-tune the stage-1 decoder at
-    # lr * stdp_dec_lr_scale; False keeps it frozen at its stage-1 weights.
-    self.finetune_stdp_dec = bool(o.get("finetune_stdp_dec", True))
-    specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
-    self.optimizers = common.ModuleOptimizers(specs, b1=o.b1, b2=o.b2)
+    # optim.finetune_stdp_dec (default True, the paper): fine-tune the stage-1 decoder at its
+    # own lr (optim.stdp_dec.lr, 0.1 x lr); False keeps it frozen at its stage-1 weights.
+    self.finetune_stdp_dec = bool(config.optim.get("finetune_stdp_dec", True))
+    self.optimizers = common.ModuleOptimizers.from_config(config, self.nets)
     if m.update_mode not in ("recompute", "merged"):
       raise ValueError(f"config.model.update_mode={m.update_mode!r}: expected 'recompute' or 'merged'")
 

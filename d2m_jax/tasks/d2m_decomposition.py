@@ -96,11 +96,7 @@ class DecompositionTask(Task):
     self.m = config.model
     self.dtype = compute_dtype(config)
     self.modules = build_modules(self.m, self.dtype)
-    o = config.optim
-    self.optimizers = common.ModuleOptimizers(
-        {"initp_enc": (o.lr, None), "initp_dec": (o.lr, None),
-         "movement_enc": (o.lr, o.clip_norm), "stdp_dec": (o.lr, o.clip_norm)},
-        b1=o.b1, b2=o.b2)
+    self.optimizers = common.ModuleOptimizers.from_config(config, MODULES)
 
   # ------------------------------------------------------------------ state
   def init_state(self, rng, batch, stats=None):

@@ -31,6 +31,7 @@ import optax
 from d2m_jax.data import batch_layout
 from d2m_jax.models import dance_classifier
 from d2m_jax.tasks.classifier import ClassifierTask
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import psum
 from d2m_jax.train.task import compute_dtype
 
@@ -57,7 +58,7 @@ class DanceStyleTask(ClassifierTask):
     self.num_classes = int(config.model.num_classes)
     self.seqlen = int(config.model.seqlen)
     self.pose_dim = int(config.model.get("pose_dim", 69))
-    self.tx = optax.adam(float(config.optim.learning_rate))
+    self.tx = optim.build_optimizer(config)
     self._apply = jax.jit(lambda p, x: self.model.apply({"params": p}, x, return_features=True))
 
   def init_state(self, rng, batch, stats=None):

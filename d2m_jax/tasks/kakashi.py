@@ -35,6 +35,7 @@ import optax
 
 from d2m_jax.models.kakashi import Seq2Seq
 from d2m_jax.tasks import l2d_common as common
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -67,7 +68,7 @@ class KakashiTask(Task):
     dtype = compute_dtype(config)
     self.model = Seq2Seq(out_dim=self.P, hidden=m.hidden, num_layers=m.num_layers,
                          dropout=m.dropout, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
-    self.tx = common.make_optimizer(config.optim)
+    self.tx = optim.build_optimizer(config)
 
   # -- data ---------------------------------------------------------------------------------
   def synthetic_batch(self, batch_size, rng):

@@ -39,6 +39,7 @@ from d2m_jax.models import kmeans as kmeans_lib
 from d2m_jax.models.learn2dance import (CLIP_FRAMES, DanceClassifier, pose_clips, project_to_2d,
                                         sample_clusters, teacher_forcing_inputs)
 from d2m_jax.tasks import l2d_common as common
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -66,7 +67,7 @@ class L2DClassifierTask(Task):
     self.k = int(m.num_clusters)
     dtype = compute_dtype(config)
     self.model = DanceClassifier(self.k, m.hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
-    self.tx = common.make_optimizer(config.optim)
+    self.tx = optim.build_optimizer(config)
     self._centroids = None   # set by prepare_host()
 
   def synthetic_batch(self, batch_size, rng):

@@ -1,5 +1,5 @@
 """Helpers shared by the learn2dance and Kakashi tasks: contract-exact synthetic batches, the 2-D
-pose normalisation, and optimisers.
+pose normalisation.
 
 No TensorFlow / librosa imports here (the data pipeline is imported lazily, only to read data).
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import numpy as np
-import optax
 
 from d2m_jax.data import batch_layout
 from d2m_jax.models.learn2dance import project_to_2d
@@ -48,22 +47,6 @@ def feature_stats(stats: Optional[dict], name: str, dim: int):
     return np.zeros((dim,), np.float32), np.ones((dim,), np.float32)
   return (np.asarray(stats[f"{name}_mean"], np.float32),
           np.maximum(np.asarray(stats[f"{name}_std"], np.float32), 1e-6))
-
-
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """optax transform from ``config.optim``: name 'adam' | 'sgd', learning_rate, b1, b2,
-  momentum, clip_norm (0 = none)."""
-  name = optim.get("name", "adam")
-  lr = optim.learning_rate
-  if name == "adam":
-    tx = optax.adam(lr, b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999))
-  elif name == "sgd":
-    m = optim.get("momentum", 0.0)
-    tx = optax.sgd(lr, momentum=m if m else None)
-  else:
-    raise ValueError(f"config.optim.name={name!r}: expected 'adam' or 'sgd'")
-  clip = optim.get("clip_norm", 0.0)
-  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
 def to_output_joints(poses2d: np.ndarray, joints: int, coords: int) -> np.ndarray:

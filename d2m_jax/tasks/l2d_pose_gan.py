@@ -28,6 +28,7 @@ from d2m_jax.models.learn2dance_gan import POSE_Z, PoseCritic, PoseGenerator
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.wgan_common import apply_generator, apply_update
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -55,8 +56,8 @@ class PoseGANTask(Task):
     dtype = compute_dtype(config)
     self.G = PoseGenerator(self.P2, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
     self.D = PoseCritic(hidden=m.hidden, dtype=dtype)
-    self.g_tx = common.make_optimizer(config.optim)
-    self.d_tx = common.make_optimizer(config.optim)
+    self.g_tx = optim.build_optimizer(config, "generator")
+    self.d_tx = optim.build_optimizer(config, "critic")
 
   def synthetic_batch(self, batch_size, rng):
     return common.synthetic_batch(self.config, batch_size, rng)

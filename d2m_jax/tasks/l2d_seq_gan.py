@@ -34,6 +34,7 @@ from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerato
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
 from d2m_jax.tasks.wgan_common import apply_generator, apply_update
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -68,8 +69,8 @@ class SeqGANTask(Task):
     dtype = compute_dtype(config)
     self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
     self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
-    self.g_tx = common.make_optimizer(config.optim)
-    self.d_tx = common.make_optimizer(config.optim)
+    self.g_tx = optim.build_optimizer(config, "generator")
+    self.d_tx = optim.build_optimizer(config, "critic")
     self._pose_state = None   # the frozen pose generator, set by prepare_host()
 
   def synthetic_batch(self, batch_size, rng):

@@ -42,6 +42,7 @@ from d2m_jax.data import batch_layout
 from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import meter
 from d2m_jax.models import music_style as ms
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean, psum
 from d2m_jax.tasks.classifier import ClassifierTask
 from d2m_jax.train.task import compute_dtype
@@ -85,8 +86,7 @@ class MusicStyleTask(ClassifierTask):
     self.meter_cols = meter.group_columns(tuple(m.get("meter_groups", ()) or ()))
     self.num_inputs = len(self.edges) - 1 + len(self.meter_cols)
     self.clip_seconds = self.clip_frames / 25.0
-    self.tx = optax.adamw(float(config.optim.learning_rate),
-                          weight_decay=float(config.optim.weight_decay))
+    self.tx = optim.build_optimizer(config)
 
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):

@@ -5,7 +5,7 @@ Reads kind "windows" batches and uses only ``d2m28`` (B, 120, 28) and ``style`` 
 offset per example in training, the centred crop in evaluation. Features are z-scored with the
 train split's ``d2m28_mean/_std`` (kept in the state, so a checkpoint is self-contained).
 
-Loss: cross-entropy; optimiser Adam (``config.optim.learning_rate``, 2e-4 as WeiyuDu's
+Loss: cross-entropy; optimiser Adam (``config.optim.lr``, 2e-4 as WeiyuDu's
 ``model_style.py``). Metrics: loss, accuracy. Evaluation also returns the confusion matrix
 (true class x predicted class counts) and per-class accuracy (``finalize_eval``). Train step,
 evaluation and report are the shared :class:`d2m_jax.tasks.classifier.ClassifierTask`'s; this
@@ -28,6 +28,7 @@ from d2m_jax.data import batch_layout
 from d2m_jax.data.example_source import window_stride
 from d2m_jax.models import style as style_model
 from d2m_jax.tasks.classifier import ClassifierTask
+from d2m_jax.train import optim
 from d2m_jax.train.task import compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
@@ -68,7 +69,7 @@ class StyleTask(ClassifierTask):
     if not 1 <= self.num_frames <= WINDOW:
       raise ValueError(f"config.model.num_frames={self.num_frames} must be in [1, {WINDOW}]")
     self.num_classes = int(config.model.num_classes)
-    self.tx = optax.adam(float(config.optim.learning_rate))
+    self.tx = optim.build_optimizer(config)
 
   # ---- state ---------------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):

@@ -80,9 +80,7 @@ def audio_config(ablation: str = "default") -> ml_collections.ConfigDict:
   m.conv_impl = "auto"
   m.rnn_impl = "auto"        # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.pose_dim = 69
-  c.optim.lr_g = 2e-4
-  c.optim.lr_d = 2e-4
-  c.optim.milestones = ()
+  c.optim.lr = 2e-4               # generator and critic (config.optim.generator / .critic)
   if ablation == "l1_enhanced":
     m.beta = 20.0
   elif ablation == "tv":

@@ -32,6 +32,7 @@ import optax
 
 from d2m_jax.data import batch_layout
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -64,22 +65,6 @@ def minmax_denormalise(x, stats):
   lo, hi = stats["pose_min"], stats["pose_max"]
   rng = jnp.where(hi - lo > 1e-6, hi - lo, 1.0)
   return x * rng + lo
-
-
-def adam(lr, config_optim, boundaries_scale: int = 1):
-  """Adam (PyTorch defaults) with an optional MultiStepLR-like step decay.
-
-  ``optim.milestones`` are counted in iterations (generator steps, as the original steps its
-  scheduler); an optimiser updated ``boundaries_scale`` times per iteration (the critic) gets
-  them scaled so both decay at the same iterations.
-  """
-  milestones = tuple(config_optim.get("milestones", ()) or ())
-  if milestones:
-    gamma = config_optim.get("decay", 0.8)
-    lr = optax.piecewise_constant_schedule(
-        lr, {int(m) * boundaries_scale: gamma for m in milestones})
-  return optax.adam(lr, b1=config_optim.get("b1", 0.9), b2=config_optim.get("b2", 0.999),
-                    eps=1e-8)
 
 
 def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim: int = 69,
@@ -119,8 +104,8 @@ class WGANTask(Task):
     self.gamma = float(m.gamma)
     self.dtype = compute_dtype(config)
     self.ema_decay = float(config.model.get("ema_decay", 0.999))
-    self.g_tx = adam(config.optim.lr_g, config.optim)
-    self.d_tx = adam(config.optim.lr_d, config.optim, self.n_critic)
+    self.g_tx = optim.build_optimizer(config, "generator")
+    self.d_tx = optim.build_optimizer(config, "critic", self.n_critic)
 
   # -- hooks ------------------------------------------------------------------------------------
   def init_models(self, rng, pose_dim: int):

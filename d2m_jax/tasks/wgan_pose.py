@@ -42,9 +42,7 @@ def pose_config(latent: int = 50, size: int = 128, nblocks: int = 1) -> ml_colle
   m.gamma = 10.0                   # two-sided WGAN-GP
   m.parity_residual_bug = False    # True: the original's LinearBlock (fc2 applied to x)
   m.pose_dim = 69                  # synthetic_batch only; the model reads P from the data
-  c.optim.lr_g = 1e-4
-  c.optim.lr_d = 1e-4
-  c.optim.milestones = ()
+  c.optim.lr = 1e-4               # generator and critic (config.optim.generator / .critic)
   return c
 
 

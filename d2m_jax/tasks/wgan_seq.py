@@ -53,10 +53,10 @@ def seq_config(conditional: bool = False) -> ml_collections.ConfigDict:
   m.parity_residual_bug = False
   m.slice_batch = True
   m.pose_dim = 69
-  c.optim.lr_g = 5e-4
-  c.optim.lr_d = 5e-4
+  c.optim.lr = 5e-4               # generator and critic (config.optim.generator / .critic)
+  c.optim.schedule = "multistep"  # the original's MultiStepLR, counted in iterations
   c.optim.milestones = (10000, 35000, 50000)
-  c.optim.decay = 0.8
+  c.optim.decay_factor = 0.8
   return c
 
 

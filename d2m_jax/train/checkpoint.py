@@ -416,7 +416,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no config.json (is {workdir!r} a training workdir?)")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  if "optim" in config:   # workdirs written before the one optimiser schema
+    from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
+    config = optim.upgrade_legacy(config)
+  return config
 
 
 def restore_state(workdir: str, task, config: Optional[ml_collections.ConfigDict] = None,

@@ -43,6 +43,7 @@ from d2m_jax.train import checkpoint as ckpt_lib
 from d2m_jax.train import distributed
 from d2m_jax.train import evaluators
 from d2m_jax.train import logs
+from d2m_jax.train import optim
 from d2m_jax.train import parallel
 from d2m_jax.train import state as state_lib
 from d2m_jax.train import workdir as workdir_lib
@@ -103,6 +104,7 @@ def _setup(config, workdir: str, task: Task) -> actions_lib.Run:
   log(f"task={config.task} parallel={dp.mode} devices={dp.num_devices} "
       f"({jax.devices()[0].device_kind}) processes={jax.process_count()} "
       f"global_batch={global_batch} dtype={_dtype_label(config)} workdir={workdir}")
+  log(optim.describe_batch(config, dp.num_devices))
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
                                async_save=bool(config.get("async_checkpoints", True)))
   return actions_lib.Run(config=config, workdir=workdir, task=task, dp=dp, ckpt=ckpt,
@@ -205,12 +207,20 @@ def _initial_state(run: actions_lib.Run, batch, stats, latest: Optional[int]):
 
 def _compile(run: actions_lib.Run, state, batch):
   """The task's step for this parallel mode, lowered and compiled ahead of time."""
-  compiled, seconds = run.dp.compile(run.dp.wrap(run.task.train_step), state,
-                                     run.dp.put_batch(batch))
+  compiled, seconds = run.dp.compile(run.dp.wrap(_with_optimizer_metrics(run.task.train_step)),
+                                     state, run.dp.put_batch(batch))
   run.clock.compile_s = seconds
   run.log(f"train step compiled in {seconds:.2f}s")
   run.writer.write_scalars(run.start_step, {"perf/compile_seconds": seconds})
   return compiled
+
+
+def _with_optimizer_metrics(train_step):
+  """The task's step plus the optimiser's own scalars (effective lr, gradient noise scale)."""
+  def step(state, batch, axis_name=None):
+    state, metrics = train_step(state, batch, axis_name=axis_name)
+    return state, {**metrics, **optim.optimizer_metrics(state)}
+  return step
 
 
 def _first_step_done(run: actions_lib.Run, state, step: int):

@@ -1,0 +1,404 @@
+"""Steps to a target against the global batch (Shallue et al. 2018), with the gradient noise
+scale B_simple measured online (McCandlish et al. 2018) in the same runs.
+
+For each row (model) and batch B in ``--batches`` and seed in ``--seeds``: train with the
+optimiser of d2m_jax/train/optim.py at the learning rate of the row's scaling rule
+(``optim.lr_scaling`` against the row's ``reference_batch``), every update the mean of
+``--accumulate`` micro-batches of B / accumulate (so the noise scale is measured from the
+micro-batch and the update gradients), evaluate the row's target metric on a fixed held-out
+batch every ``eval_every`` updates and stop at the first evaluation that meets it. One JSONL row
+per run: steps (optimiser updates) and examples to the target, the lr used, the final B_simple
+(EMA), wall and CPU seconds. Then one log-log plot per model (steps to target against B, the
+perfect-scaling line through the smallest batch, the median measured B_simple marked) and, per
+model, the critical batch: the largest B from which doubling still saves >= 20% of the steps.
+
+Runners:
+* ``inline`` (default; what the committed results used): a minimal in-process loop over a stream
+  of fresh synthetic batches drawn per step (infinite data; each row says what its stream is),
+  the task's own jitted ``train_step`` / ``eval_step`` and the optimiser built through the
+  schema, so each batch size gets exactly the same model, data distribution and target.
+* ``engine``: ``launch/train.py`` with ``config.target`` on the embedded default dataset; reads
+  WORKDIR/time_to_target.json (the engine writes it, see :func:`read_time_to_target`).
+
+  nice python benchmarks/batch_scaling.py --rows=style_paper --batches=32,64,128,256,512,1024 \
+      --seeds=0,1 --out=benchmarks/results/batch_scaling.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+VERBOSE = bool(os.environ.get("BATCH_SCALING_VERBOSE"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+# ------------------------------------------------------------------ rows --------------------
+@dataclasses.dataclass
+class Row:
+  """A model, its learnable synthetic stream and its target."""
+  name: str
+  config: Callable[[], object]          # tiny-size config (the row's lr etc. set below)
+  stream: Callable[[int, np.random.Generator], Dict[str, np.ndarray]]
+  metric: str                           # key of task.eval_step's metrics
+  threshold: float
+  mode: str                             # "max" | "min"
+  lr: float                             # tuned at reference_batch
+  reference_batch: int
+  scaling: str                          # lr_scaling: none | linear | sqrt
+  eval_size: int = 512
+  eval_every: int = 5
+  max_updates: int = 400
+  stream_doc: str = ""
+  warmup: int = 0                       # > 0: warmup_linear schedule (decay to 0 at max_updates)
+
+
+_STYLE_PATTERNS = np.random.default_rng(1234).standard_normal((4, 28)).astype(np.float32)
+
+
+def _style_stream(batch, rng, frames=40, amp=0.2):
+  """d2m28 windows: unit Gaussian noise plus amp x a fixed per-class direction (4 classes)."""
+  style = rng.integers(0, 4, (batch,)).astype(np.int32)
+  x = rng.standard_normal((batch, frames, 28)).astype(np.float32)
+  x += amp * _STYLE_PATTERNS[style][:, None, :]
+  return {"d2m28": x, "style": style}
+
+
+def _style_config():
+  from configs import style_paper  # pylint: disable=import-outside-toplevel
+  c = style_paper.get_config()        # the paper's GRU-30, 30-frame crops, Adam
+  c.dtype = "float32"
+  return c
+
+
+def _decomp_config():
+  from configs import d2m_decomposition  # pylint: disable=import-outside-toplevel
+  c = d2m_decomposition.get_config()
+  m = c.model
+  m.hidden, m.z_mov, m.init_hidden, m.z_init = 32, 16, 16, 8   # below demo size (GRU H=32)
+  m.unit_length = 8
+  c.dtype = "float32"
+  return c
+
+
+def _decomp_stream(batch, rng):
+  from d2m_jax.models import d2m_common  # pylint: disable=import-outside-toplevel
+  return d2m_common.synthetic_units_batch(batch, rng, 69, 8)
+
+
+_MS_PATTERNS = np.random.default_rng(4321).standard_normal((4, 384)).astype(np.float32)
+
+
+def _music_config():
+  from configs import music_style  # pylint: disable=import-outside-toplevel
+  c = music_style.get_config()
+  m = c.model
+  m.clip_frames, m.segment_extra, m.clips_per_sequence = 40, 0, 2
+  m.num_lags, m.min_lag, m.max_lag = 16, 2.0, 30.0
+  c.data.max_frames = 40
+  return c
+
+
+def _music_stream(batch, rng, frames=40, amp=0.1):
+  """'mel_tempogram512' sequences: mel half ones (audio present), tempogram half log1p of
+  |noise| plus amp x a fixed per-class lag profile (4 classes)."""
+  style = rng.integers(0, 4, (batch,)).astype(np.int32)
+  feat = np.ones((batch, frames, 512), np.float32)
+  tempo = np.abs(rng.standard_normal((batch, frames, 384)).astype(np.float32))
+  tempo += amp * np.abs(_MS_PATTERNS[style])[:, None, :]
+  feat[..., 128:] = np.log1p(tempo)
+  return {"mel_tempogram512": feat, "style": style,
+          "length": np.full((batch,), frames, np.int32)}
+
+
+ROWS = {
+    "style_paper": Row("style_paper", _style_config, _style_stream, "accuracy", 0.95, "max",
+                       lr=3e-3, reference_batch=32, scaling="sqrt",
+                       eval_every=1, stream_doc="d2m28 N(0,1) + 0.2 x class direction, 40 frames"),
+    "music_style": Row("music_style", _music_config, _music_stream, "accuracy", 0.85, "max",
+                       lr=3e-2, reference_batch=32, scaling="sqrt", eval_size=256, eval_every=1,
+                       stream_doc="tempogram log1p(|N(0,1)| + 0.1 |class profile|), 40 frames"),
+    "d2m_decomposition": Row("d2m_decomposition", _decomp_config, _decomp_stream, "loss", 40.5,
+                             "min", lr=2e-3, reference_batch=32, scaling="sqrt", eval_size=128,
+                             eval_every=5, max_updates=200,
+                             stream_doc="3 random-walk units of 8 frames, 69-D"),
+}
+
+
+# ------------------------------------------------------------------ runners -----------------
+def read_time_to_target(workdir: str) -> dict:
+  """WORKDIR/time_to_target.json as the engine writes it (keys: reached, metric, threshold,
+  mode, value, step, examples, train_wall_s, train_cpu_s, compile_s, eval_s)."""
+  path = os.path.join(workdir, "time_to_target.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: not written (an engine without config.target?)")
+  with open(path) as f:
+    out = json.load(f)
+  missing = {"reached", "step", "examples"} - set(out)
+  if missing:
+    raise ValueError(f"{path}: missing {sorted(missing)}")
+  return out
+
+
+def run_engine(row: Row, batch: int, seed: int, workdir: str, accumulate: int) -> dict:
+  """One run through launch/train.py with config.target; its time_to_target.json."""
+  micro = batch // accumulate
+  cfg = {"configs": f"configs/{row.name}.py"}
+  args = [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={cfg['configs']}",
+          f"--workdir={workdir}", f"--config.seed={seed}", f"--config.data.batch_size={micro}",
+          f"--config.optim.accumulate_steps={accumulate}",
+          f"--config.optim.noise_scale={accumulate > 1}",
+          f"--config.optim.lr={row.lr}", f"--config.optim.lr_scaling={row.scaling}",
+          f"--config.optim.reference_batch={row.reference_batch}",
+          f"--config.num_train_steps={row.max_updates * accumulate}",
+          f"--config.eval_every_steps={row.eval_every * accumulate}",
+          f"--config.target.metric=eval_validation/{row.metric}",
+          f"--config.target.threshold={row.threshold}", f"--config.target.mode={row.mode}"]
+  subprocess.run(args, check=True, cwd=REPO)
+  out = read_time_to_target(workdir)
+  out["steps"] = int(out["step"]) // accumulate
+  return out
+
+
+def run_inline(row: Row, batch: int, seeds, accumulate: int):
+  """Runs of the in-process loop (see the module docstring), one per seed; the step is compiled
+  once per (row, batch) and reused across seeds (same shapes, same task)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
+  micro = batch // accumulate
+  c = row.config()
+  c.data.batch_size = micro
+  o = c.optim
+  o.lr, o.lr_scaling, o.reference_batch = row.lr, row.scaling, row.reference_batch
+  o.accumulate_steps = accumulate
+  o.noise_scale = accumulate > 1
+  o.noise_scale_ema = 0.9
+  if row.warmup:
+    o.schedule, o.warmup_steps, o.decay_steps = "warmup_linear", row.warmup, row.max_updates
+  task = get_task(c)
+  held_out = row.stream(row.eval_size, np.random.default_rng(10_000))
+
+  def step_fn(state, b):
+    state, _ = task.train_step(state, b)
+    m = optim.optimizer_metrics(state)
+    # |G|^2 and tr(Sigma) add over parameter blocks: one B_simple over all networks/modules.
+    g2 = sum(v for k, v in m.items() if k.endswith("gns_g2"))
+    tr = sum(v for k, v in m.items() if k.endswith("gns_trace"))
+    return state, {"optim/gns_b_simple": tr / g2} if m and not isinstance(g2, int) else {}
+
+  init = jax.jit(task.init_state)
+  step = jax.jit(step_fn, donate_argnums=0)
+  evaluate = jax.jit(lambda s, b: task.eval_step(s, b)[row.metric])
+  better = (lambda v: v >= row.threshold) if row.mode == "max" else (lambda v: v <= row.threshold)
+  compile_s = None
+  for seed in seeds:
+    rng = np.random.default_rng(seed)
+    first = row.stream(micro, rng)
+    t0 = time.perf_counter()
+    state = init(jax.random.PRNGKey(seed), first, None)
+    state, m = step(state, first)
+    float(evaluate(state, held_out))
+    if compile_s is None:
+      compile_s = time.perf_counter() - t0   # the first seed's: compile + one step
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    updates, value, reached, b_simple = 0, float("nan"), False, float("nan")
+    micro_done = 1
+    while updates < row.max_updates:
+      while micro_done < accumulate:
+        state, m = step(state, row.stream(micro, rng))
+        micro_done += 1
+      updates += 1
+      micro_done = 0
+      if updates % row.eval_every == 0:
+        value = float(evaluate(state, held_out))
+        if VERBOSE:
+          print(f"  {row.name} B={batch} seed={seed} update {updates}: {row.metric}={value:.4g} "
+                f"B_simple={float(m.get('optim/gns_b_simple', float('nan'))):.3g}", flush=True)
+        if math.isfinite(float(m.get("optim/gns_b_simple", float("nan")))):
+          b_simple = float(m["optim/gns_b_simple"])
+        if better(value):
+          reached = True
+          break
+    yield seed, {"reached": reached, "steps": updates, "examples": updates * batch,
+                 "value": value, "b_simple": b_simple, "lr": optim.effective_lr(c),
+                 "train_wall_s": time.perf_counter() - t_wall,
+                 "train_cpu_s": time.process_time() - t_cpu, "compile_s": compile_s}
+
+
+def noise_scale_overhead(row: Row, batch: int, accumulate: int = 2, steps: int = 30) -> dict:
+  """Median micro-step time with and without the noise-scale wrapper (same accumulation),
+  alternating blocks of ``steps`` so that load changes hit both alike."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  micro = batch // accumulate
+  rng = np.random.default_rng(0)
+  data = [row.stream(micro, rng) for _ in range(4)]
+  fns = {}
+  for on in (False, True):
+    c = row.config()
+    c.data.batch_size = micro
+    c.optim.accumulate_steps, c.optim.noise_scale = accumulate, on
+    task = get_task(c)
+    state = jax.jit(task.init_state)(jax.random.PRNGKey(0), data[0], None)
+    step = jax.jit(task.train_step, donate_argnums=0)
+    state, _ = step(state, data[0])
+    fns[on] = [step, state]
+  times = {False: [], True: []}
+  for _ in range(3):
+    for on in (False, True):
+      step, state = fns[on]
+      for i in range(steps):
+        t = time.perf_counter()
+        state, m = step(state, data[i % 4])
+        jax.block_until_ready(m)
+        times[on].append(time.perf_counter() - t)
+      fns[on][1] = state
+  off, on = float(np.median(times[False])), float(np.median(times[True]))
+  return {"model": row.name, "batch": batch, "accumulate": accumulate, "step_s_off": off,
+          "step_s_on": on, "overhead": on / off - 1.0}
+
+
+# ------------------------------------------------------------------ analysis ----------------
+def critical_batch(steps_by_batch: Dict[int, float], saving: float = 0.2) -> Optional[int]:
+  """The largest batch B (of those measured) such that going from B/2 to B still saved at least
+  ``saving`` of the steps, i.e. beyond it doubling saves less. None with < 2 batches."""
+  bs = sorted(b for b, s in steps_by_batch.items() if math.isfinite(s))
+  crit = bs[0] if bs else None
+  for lo, hi in zip(bs, bs[1:]):
+    if steps_by_batch[hi] <= (1.0 - saving) * steps_by_batch[lo]:
+      crit = hi
+    else:
+      break
+  return crit if len(bs) >= 2 else None
+
+
+def summarise(rows: List[dict]) -> Dict[str, dict]:
+  """Per model: median steps per batch over reached seeds, critical batch, median B_simple."""
+  out = {}
+  for model in sorted({r["model"] for r in rows}):
+    mine = [r for r in rows if r["model"] == model]
+    steps = {}
+    for b in sorted({r["batch"] for r in mine}):
+      got = [r["steps"] for r in mine if r["batch"] == b and r["reached"]]
+      steps[b] = float(np.median(got)) if len(got) == len([r for r in mine if r["batch"] == b]) \
+          else float("nan")   # a batch counts only when every seed reached the target
+    bsim = [r["b_simple"] for r in mine if math.isfinite(r.get("b_simple", float("nan")))]
+    crit = critical_batch(steps)
+    measured = sorted(b for b, v in steps.items() if math.isfinite(v))
+    out[model] = {"steps": steps, "critical_batch": crit,
+                  # False: every measured doubling saved >= 20%, the critical batch is larger
+                  "critical_bounded": crit is not None and crit != measured[-1],
+                  "b_simple_median": float(np.median(bsim)) if bsim else float("nan")}
+  return out
+
+
+def plot(rows: List[dict], summary: Dict[str, dict], path: str):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  models = list(summary)
+  fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
+  for ax, model in zip(axes[0], models):
+    mine = [r for r in rows if r["model"] == model]
+    for r in mine:
+      ax.scatter(r["batch"], r["steps"], c="C0" if r["reached"] else "C3", s=14,
+                 marker="o" if r["reached"] else "x")
+    st = {b: s for b, s in summary[model]["steps"].items() if math.isfinite(s)}
+    if st:
+      bs = sorted(st)
+      ax.plot(bs, [st[b] for b in bs], "C0-", label="median steps to target")
+      ax.plot(bs, [st[bs[0]] * bs[0] / b for b in bs], "k--", lw=1, label="perfect scaling")
+    crit = summary[model]["critical_batch"]
+    if crit:
+      ax.axvline(crit, color="C2", ls=":", label=f"critical batch "
+                 f"{'' if summary[model]['critical_bounded'] else '>= '}{crit}")
+    bsim = summary[model]["b_simple_median"]
+    if math.isfinite(bsim) and bsim > 0:
+      ax.axvline(bsim, color="C1", ls="-.", label=f"B_simple {bsim:.0f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("global batch")
+    ax.set_ylabel("optimiser steps to target")
+    ax.set_title(model)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=110)
+  os.replace(tmp, path)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--rows", default="style_paper,music_style,d2m_decomposition")
+  p.add_argument("--batches", default="32,64,128,256,512,1024")
+  p.add_argument("--seeds", default="0,1")
+  p.add_argument("--accumulate", type=int, default=2,
+                 help="micro-batches per update (>= 2 measures the noise scale)")
+  p.add_argument("--runner", choices=("inline", "engine"), default="inline")
+  p.add_argument("--workdir", default="/tmp/batch_scaling")
+  p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
+                                                "batch_scaling.jsonl"))
+  p.add_argument("--plot", default=None, help="PNG (default: --out with .png)")
+  p.add_argument("--scaling", default=None, help="override the rows' lr_scaling (none|linear|sqrt)")
+  p.add_argument("--warmup", type=int, default=0, help="warmup_linear over this many updates "
+                 "(then linear decay to 0 at the row's max_updates); 0: constant lr")
+  p.add_argument("--summarise_only", action="store_true", help="re-plot --out, run nothing")
+  p.add_argument("--overhead", action="store_true",
+                 help="time the noise-scale wrapper at each --batches for each row, then exit")
+  a = p.parse_args(argv)
+  for name in a.rows.split(","):
+    if name not in ROWS:
+      sys.exit(f"--rows: unknown row {name!r} (known: {', '.join(ROWS)})")
+  if a.overhead:
+    for name in a.rows.split(","):
+      for batch in [int(b) for b in a.batches.split(",")]:
+        print(json.dumps(noise_scale_overhead(ROWS[name], batch, max(a.accumulate, 2))),
+              flush=True)
+    return
+  if not a.summarise_only:
+    import jax  # pylint: disable=import-outside-toplevel
+    date = time.strftime("%Y-%m-%d", time.gmtime())
+    for name in a.rows.split(","):
+      row = ROWS[name]
+      if a.scaling:
+        row = dataclasses.replace(row, scaling=a.scaling)
+      row = dataclasses.replace(row, warmup=a.warmup)
+      for batch in [int(b) for b in a.batches.split(",")]:
+        seeds = [int(s) for s in a.seeds.split(",")]
+        if a.runner == "engine":
+          runs = ((seed, run_engine(row, batch, seed,
+                                    os.path.join(a.workdir, f"{name}_{batch}_{seed}"),
+                                    a.accumulate)) for seed in seeds)
+        else:
+          runs = run_inline(row, batch, seeds, a.accumulate)
+        for seed, res in runs:
+          rec = {"model": name, "batch": batch, "seed": seed, "accumulate": a.accumulate,
+                 "lr_scaling": row.scaling, "warmup": row.warmup,
+                 "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
+                 "stream": row.stream_doc, "device": jax.devices()[0].device_kind,
+                 "date": date, **res}
+          print(json.dumps(rec), flush=True)
+          with open(a.out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+  with open(a.out) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  summary = summarise(rows)
+  for model, s in summary.items():
+    print(f"{model}: steps {s['steps']} critical batch "
+          f"{'' if s['critical_bounded'] else '>= '}{s['critical_batch']} "
+          f"B_simple (median) {s['b_simple_median']:.1f}")
+  plot(rows, summary, a.plot or os.path.splitext(a.out)[0] + ".png")
+
+
+if __name__ == "__main__":
+  main()
