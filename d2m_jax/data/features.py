@@ -181,12 +181,12 @@ class _Grid:
 
 
 def _beats_from_grid_signal(y, sr_grid, fps, num_frames):
-  librosa = numba_cache.import_librosa()
+  from d2m_jax.data import beat_track  # pylint: disable=import-outside-toplevel
   hop = GRID_HOP // 2                       # beat analysis at 2 * fps (finer beat phase)
-  env = librosa.onset.onset_strength(y=y, sr=sr_grid, hop_length=hop)
+  env = beat_track.onset_strength(y, sr_grid, hop)          # = librosa.onset.onset_strength
   if not np.any(env > 0):
     return np.zeros((0,), np.int64), 0.0
-  tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr_grid, hop_length=hop)
+  tempo, beats = beat_track.beat_track(onset_envelope=env, sr=sr_grid, hop_length=hop)
   times = np.asarray(beats, np.float64) * hop / sr_grid
   tempo = float(np.atleast_1d(tempo)[0])
   if times.size >= 4:
@@ -209,8 +209,9 @@ def beat_frames(wave: np.ndarray, sr: float, fps: float, num_frames: int
                 ) -> tuple[np.ndarray, float]:
   """Music beats: (motion-frame indices int64, tempo in BPM). Silent audio gives no beats.
 
-  Beats come from ``librosa.beat.beat_track`` on an onset envelope at 2 * fps frames per second;
-  the tempo is refined from the beat times (not quantised to whole lags).
+  Beats come from ``d2m_jax.data.beat_track`` (numpy; the same beats as ``librosa.beat.beat_track``
+  on librosa's onset envelope, without importing librosa) on an onset envelope at 2 * fps frames
+  per second; the tempo is refined from the beat times (not quantised to whole lags).
   """
   sr_g = grid_sr(fps)
   y = _fit(resample(wave, sr, sr_g), num_frames * GRID_HOP)
