@@ -44,6 +44,20 @@ class _QuietLibraries(pylogging.Filter):
             or not any(n in record.pathname for n in self.NOISY))
 
 
+def _export_generator(task, state):
+  """Writes the generator export of the final checkpoint (what ``launch/generate.py`` restores:
+  only the arrays generation reads); tasks without ``generation_state`` have none."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax import generator_export  # pylint: disable=import-outside-toplevel
+  if jax.process_index() != 0 or getattr(task, "generation_state", None) is None:
+    return
+  step = generator_export.latest_step(FLAGS.workdir)
+  if step is not None and step == int(jax.device_get(state.step)):
+    path = generator_export.write(FLAGS.workdir, task, state, step)
+    if path:
+      print(f"generator export: {path}", flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -62,7 +76,9 @@ def main(argv):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config))
+    task = get_task(FLAGS.config)
+    state = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=task)
+    _export_generator(task, state)
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

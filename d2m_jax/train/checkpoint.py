@@ -23,9 +23,15 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+def _ocp():
+  """orbax.checkpoint, imported on first use (~1 s): reading a config or a generator export
+  (``d2m_jax.generator_export``) does not need it."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  return ocp
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -38,6 +44,7 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
+    ocp = _ocp()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, enable_async_checkpointing=async_save,
         read_only=read_only)
@@ -49,6 +56,7 @@ class Checkpointer:
 
   def save(self, step: int, state, meta: Dict[str, Any], *, force: bool = True) -> bool:
     """Saves ``state`` (checkpointed form: one replicated copy) at ``step``."""
+    ocp = _ocp()
     return self.manager.save(
         int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                            meta=ocp.args.JsonSave(meta)), force=force)
@@ -58,6 +66,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    ocp = _ocp()
     restored = self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                       meta=ocp.args.JsonRestore()))
@@ -65,6 +74,7 @@ class Checkpointer:
 
   def restore_meta(self, step: Optional[int] = None) -> Dict[str, Any]:
     step = self.latest_step() if step is None else step
+    ocp = _ocp()
     restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
