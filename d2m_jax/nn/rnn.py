@@ -60,7 +60,7 @@ from d2m_jax.nn.init import uniform_init
 
 Array = jax.Array
 
-RNN_IMPLS = ("auto", "scan", "unrolled", "pallas", "hoisted")
+RNN_IMPLS = ("auto", "scan", "unrolled", "pallas")
 FULL_UNROLL_MAX_STEPS = 64   # "unrolled" unrolls every step up to this length ...
 LONG_UNROLL = 8              # ... and by this factor beyond it
 _NOTICES = set()
@@ -170,12 +170,6 @@ def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
     (outputs (T, B, H) float32, final carry).
   """
   impl = resolve_impl(impl, kind, w_hh.shape[0])
-  if impl == "hoisted" and kind == "gru":
-    from d2m_jax.nn import rnn_hoisted  # pylint: disable=import-outside-toplevel
-    return rnn_hoisted.gru_layer_hoisted(xproj, carry0, w_hh, b_hh, reverse=reverse, dtype=dtype,
-                                         length=length, unroll=max(1, unroll))
-  if impl == "hoisted":
-    impl = "scan"
   if impl == "pallas":
     return rnn_pallas.gru_layer_pallas(xproj, carry0, w_hh, b_hh, reverse=reverse, dtype=dtype,
                                        length=length)
