@@ -7,7 +7,10 @@ Library use::
                                                num_samples=2, seed=0)
 
 or, with a task and state already in memory, :func:`prepare_music` + :func:`generate_dance` +
-:func:`save_dance`. The command line is ``launch/generate.py``.
+:func:`save_dance`. :func:`load_generator` restores a workdir once (from its generator export when
+there is one: ``d2m_jax.generator_export``), :func:`generate_song` then runs one song, and
+:func:`generate_folder` every song of a folder in one process. The command line is
+``launch/generate.py``.
 
 Pipeline (timed stage by stage in ``benchmarks/inference.py``):
 
