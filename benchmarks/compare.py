@@ -13,6 +13,11 @@ shared machine slows both alike; every step is timed on its own (JAX: ``block_un
 torch: synchronous on CPU, ``torch.cuda.synchronize`` on GPU) and the medians over all rounds
 are compared. The ratio printed is JAX examples/s / PyTorch examples/s.
 
+On CPU the report also names the CPU (/proc/cpuinfo "model name"), measures the float32 matmul
+ceiling (a 2048^3 GEMM: JAX and torch per thread count, interleaved; ``gemm_peak_gflops`` = the
+best) and gives every row's achieved GFLOP/s (the step's matmul + conv FLOPs counted on the JAX
+jaxpr, the same model on both sides, over its median step time) and its fraction of that peak.
+
 torch threads: ``torch.set_num_threads(n)`` per row. XLA:CPU uses its own thread pool (all
 cores); while one framework runs the other is idle.
 """
@@ -47,6 +52,58 @@ def _time_torch(peer, steps: int, device: str, cpu: List[float]) -> List[float]:
       torch.cuda.synchronize()
     out.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
+  return out
+
+
+def cpu_model() -> Optional[str]:
+  """The CPU's name as /proc/cpuinfo gives it ("model name"), None elsewhere."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return None
+
+
+def gemm_peak(n: int = 2048, reps: int = 7, torch_threads=None) -> Dict[str, Any]:
+  """Measured float32 matmul rate (GFLOP/s) of an n^3 GEMM: JAX (jitted, XLA's own thread pool)
+  and, when PyTorch is there, torch.mm per thread count; medians of ``reps`` timed calls, one
+  framework after the other, interleaved rep by rep (a shared machine slows both alike)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  flops = 2.0 * n ** 3
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((n, n), np.float32)
+  b = rng.standard_normal((n, n), np.float32)
+  ja, jb = jax.device_put(a), jax.device_put(b)
+  mm = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(mm(ja, jb))
+  rows = {"jax": []}
+  torch = None
+  if torch_threads:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+      ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+      for th in torch_threads:
+        torch.set_num_threads(th)
+        torch.mm(ta, tb)
+        rows[f"torch {th} thr"] = []
+    except ImportError:
+      torch = None
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(ja, jb))
+    rows["jax"].append(time.perf_counter() - t0)
+    if torch is not None:
+      for th in torch_threads:
+        torch.set_num_threads(th)
+        t0 = time.perf_counter()
+        torch.mm(ta, tb)
+        rows[f"torch {th} thr"].append(time.perf_counter() - t0)
+  out = {f"gemm{n}_gflops_{k.replace(' ', '_')}": flops / statistics.median(v) / 1e9
+         for k, v in rows.items()}
+  out["gemm_peak_gflops"] = max(out.values())
   return out
 
 
@@ -101,6 +158,12 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
 
   env = common.environment()
   device = _torch_device() if torch else None
+  if jax.default_backend() == "cpu":      # the real CPU and its measured matmul ceiling
+    env["cpu_model"] = cpu_model()
+    env.update(gemm_peak(torch_threads=list(torch_threads) if torch else None))
+    common.log(f"[compare] {env['cpu_model']}: float32 GEMM 2048^3 " + ", ".join(
+        f"{k.split('gflops_')[1]} {v:.0f}" for k, v in env.items() if k.startswith("gemm2048"))
+        + " GFLOP/s")
   variants = list(jax_variants or [("default", {})])
   base = {"bench": "compare", "model": model, "batch": batch, "dtype": dtype, **env,
           "torch": torch.__version__ if torch else None, "torch_device": device}
@@ -134,6 +197,11 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
     state_of["bench"] = state_of["bench"] or bench
     fn = lambda s, b, task=task: task.train_step(s, b)  # noqa: E731
     compiled, compile_s = common.compile_aot(fn, state, jbatch, donate_argnums=(0,))
+    if state_of.get("flops") is None:    # matmul + conv FLOPs of one step (same on both sides)
+      try:
+        state_of["flops"] = common.jaxpr_flops(fn, state, jbatch)
+      except Exception:  # noqa: BLE001
+        state_of["flops"] = None
     state_of["slowest"] = max(state_of["slowest"], compile_s)
     common.log(f"[compare] {name}: compiled in {compile_s:.1f} s")
     row = {"info": info, "compiled": compiled, "holder": [state], "batch": jbatch,
@@ -214,6 +282,7 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
                     "examples_per_step": examples, "best_peer": best_peer,
                     "ratio_vs_best_peer": eps / peer_eps[best_peer] if best_peer else None})
   jax_eps, jax_cpu = first_jax or (None, None)
+  flops = state_of.get("flops")
   for name, (th, p, info) in peers.items():
     med = statistics.median(times[name])
     c = statistics.median(cpu[name])
@@ -222,8 +291,13 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
                     "examples_per_s": p.examples / med,
                     "ratio": jax_eps / (p.examples / med),
                     "cpu_ratio": (examples / jax_cpu) / (p.examples / c)})
+  peak = env.get("gemm_peak_gflops")
   for r in records:
     r.update(ts.original_cpu(model, batch))
+    if flops and r.get("step_median_s"):
+      r["flops_per_step"] = flops
+      r["gflops_per_s"] = flops / r["step_median_s"] / 1e9
+      r["fraction_of_gemm_peak"] = r["gflops_per_s"] / peak if peak else None
     common.append_jsonl(out, r)
   return records
 
@@ -232,9 +306,11 @@ def table(records) -> str:
   return common.markdown_table(
       [r for r in records if "step_median_s" in r],
       ["model", "batch", "dtype", "framework", "step_median_s", "examples_per_s",
-       "ratio", "cpu_s_per_step", "cpu_ratio", "ratio_vs_best_peer"],
+       "ratio", "cpu_s_per_step", "cpu_ratio", "ratio_vs_best_peer", "gflops_per_s",
+       "fraction_of_gemm_peak"],
       ["model", "B", "dtype", "framework", "median s/step", "ex/s", "JAX speed-up (wall)",
-       "CPU s/step", "JAX speed-up (CPU time)", "JAX / best peer"])
+       "CPU s/step", "JAX speed-up (CPU time)", "JAX / best peer", "GFLOP/s",
+       "of measured GEMM peak"])
 
 
 def main(argv=None) -> int:
@@ -283,8 +359,14 @@ def main(argv=None) -> int:
     print(f"compare: {e}", file=sys.stderr)
     return 2
   env = common.environment()
-  print(f"\nDevice: {env['device_name']} ({env['device_kind']}), jax {env['jax']}, "
-        f"{env['date_utc']} UTC\n")
+  r0 = recs[0] if recs else {}
+  cpu = f"; CPU: {r0['cpu_model']}" if r0.get("cpu_model") else ""
+  gemm = ", ".join(f"{k.split('gflops_')[1]} {v:.0f}" for k, v in r0.items()
+                   if k.startswith("gemm2048_gflops_"))
+  print(f"\nDevice: {env['device_name']} ({env['device_kind']}){cpu}, jax {env['jax']}, "
+        f"{env['date_utc']} UTC" + (f"\nMeasured float32 GEMM 2048^3: {gemm} GFLOP/s "
+                                    f"(peak used: {r0['gemm_peak_gflops']:.0f})" if gemm else "")
+        + "\n")
   print(table(recs))
   orig = ts.original_cpu(a.model, a.batch)
   if any(orig.values()):

@@ -62,15 +62,51 @@ def _build(name):
   return task, state
 
 
-def _make_songs(src, lengths, folder):
+FFMPEG_TIMEOUT_S = 120   # one encode of a <= 5 min song takes seconds; never wait longer
+
+
+def _ffmpeg(args, what):
+  """Runs ffmpeg (no stdin) bounded in time: killed (SIGKILL) past FFMPEG_TIMEOUT_S."""
   from d2m_jax.render import find_ffmpeg  # pylint: disable=import-outside-toplevel
-  ff = find_ffmpeg()
+  cmd = [find_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"] + list(args)
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S,
+                          check=False)
+  except subprocess.TimeoutExpired:          # subprocess.run has killed it
+    raise RuntimeError(f"{what}: ffmpeg did not finish in {FFMPEG_TIMEOUT_S} s (killed)") from None
+  if proc.returncode != 0:
+    tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+    raise RuntimeError(f"{what}: ffmpeg failed ({tail})")
+
+
+def _source_wave(src, folder):
+  """The source song as (mono float32, sr): read by the project's decoder, or (a format it does
+  not read) decoded once by ffmpeg to a WAV first."""
+  from d2m_jax.data import audio  # pylint: disable=import-outside-toplevel
+  from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  try:
+    return audio.load_audio(src)
+  except DataError:
+    wav = os.path.join(folder, "source.wav")
+    _ffmpeg(["-i", src, "-vn", "-ac", "2", "-ar", "44100", wav], src)
+    return audio.load_audio(wav)
+
+
+def _make_songs(src, lengths, folder):
+  """An mp3 of each length: the source tiled in numpy to a WAV, encoded by ffmpeg. (No
+  ``-stream_loop``: on some inputs, e.g. .ogg, ffmpeg loops forever there.)"""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  wave, sr = _source_wave(src, folder)
   out = {}
   for L in lengths:
+    n = int(round(L * sr))
+    tiled = np.tile(wave, -(-n // wave.shape[0]))[:n]
+    wav = os.path.join(folder, f"song_{L}s.wav")
+    sf.write(wav, np.stack([tiled, tiled], axis=1), sr)
     path = os.path.join(folder, f"song_{L}s.mp3")
-    subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i",
-                    src, "-t", str(L), "-ar", "44100", "-ac", "2", "-b:a", "128k", path],
-                   check=True)
+    _ffmpeg(["-i", wav, "-ar", "44100", "-ac", "2", "-b:a", "128k", path], f"{src} ({L} s)")
+    os.remove(wav)
     out[L] = path
   return out
 
@@ -89,7 +125,11 @@ def main(argv):
   print(f"cpu cores: {os.cpu_count()}; song source: {src}", flush=True)
   results = []
   with tempfile.TemporaryDirectory() as tmp:
-    songs = _make_songs(src, lengths, tmp)
+    try:
+      songs = _make_songs(src, lengths, tmp)
+    except Exception as e:  # pylint: disable=broad-except  (DataError, ffmpeg failure/timeout)
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     # Warm the audio stack once (librosa/numba first-call compilation is a one-off per process).
     generate.prepare_music(songs[lengths[0]], 25.0, ("d2m28", "waveform16k"))
     for name in FLAGS.models:

@@ -7,7 +7,10 @@ Library use::
                                                num_samples=2, seed=0)
 
 or, with a task and state already in memory, :func:`prepare_music` + :func:`generate_dance` +
-:func:`save_dance`. The command line is ``launch/generate.py``.
+:func:`save_dance`. :func:`load_generator` restores a workdir once (from its generator export when
+there is one: ``d2m_jax.generator_export``), :func:`generate_song` then runs one song, and
+:func:`generate_folder` every song of a folder in one process. The command line is
+``launch/generate.py``.
 
 Pipeline (timed stage by stage in ``benchmarks/inference.py``):
 
@@ -310,36 +313,37 @@ def load_dance(path: str) -> Dict[str, Any]:
   return out
 
 
-def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
-                             config=None, num_samples: int = 1, seed: int = 0,
-                             render: bool = False, step: Optional[int] = None,
-                             max_seconds: Optional[float] = None) -> Dict[str, Any]:
-  """The whole command: song file + training workdir -> .npz (and optionally .mp4/.gif).
+def load_generator(checkpoint: str, *, config=None, step: Optional[int] = None):
+  """(task, state, config, restore seconds, source) of a training workdir, restored once.
 
-  The music is decoded FIRST (cheap, and the likeliest input error), then the checkpoint is
-  restored. Returns a dict with the output paths, shapes and per-stage timings.
+  Uses the workdir's generator export when there is one for the checkpoint (``source ==
+  "export"``: only the arrays generation reads, no orbax), else restores the checkpoint and
+  writes the export for the next call (``d2m_jax.generator_export``).
   """
-  if render:  # fail before any work when the video cannot be made
-    from d2m_jax.render import find_ffmpeg  # pylint: disable=import-outside-toplevel
-    find_ffmpeg()
-  # Decode before the (slow) restore so bad music fails fast and leaves nothing behind.
-  t0 = time.perf_counter()
-  decoded = _load_audio(music_path)
-  decode_s = time.perf_counter() - t0
-  from d2m_jax.tasks import GENERATOR_TASKS, restore_workdir  # pylint: disable=import-outside-toplevel
+  from d2m_jax import generator_export  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks import GENERATOR_TASKS  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   # a trained generator workdir (config.json of a generator task, a checkpoint), before restoring
   workdir_lib.check_trained_workdir(checkpoint, "--checkpoint", GENERATOR_TASKS,
                                     need_config=config is None)
   t0 = time.perf_counter()
-  state, config, task = restore_workdir(checkpoint, config=config, step=step)
-  restore_s = time.perf_counter() - t0
+  state, config, task, source = generator_export.restore_for_generation(
+      checkpoint, config=config, step=step)
+  return task, state, config, time.perf_counter() - t0, source
+
+
+def generate_song(task, state, config, music_path: str, out_path: str, *, checkpoint: str = "",
+                  num_samples: int = 1, seed: int = 0, render: bool = False,
+                  max_seconds: Optional[float] = None, decoded=None) -> Dict[str, Any]:
+  """One song -> .npz (and optionally .mp4/.gif) with an already restored generator."""
+  t0 = time.perf_counter()
+  decoded = _load_audio(music_path) if decoded is None else decoded
+  decode_s = time.perf_counter() - t0
   fps = task_fps(task)
   music = prepare_music(music_path, fps, tuple(task.generation_features),
                         max_seconds=max_seconds, decoded=decoded,
                         with_beats=render or uses_beats(task))
   music.timings["decode"] = decode_s
-  music.timings["restore"] = restore_s
   check_generation_fits(music, num_samples)
   joints = generate_dance(task, state, music, num_samples=num_samples, seed=seed)
   sk = skeleton_for(task, joints.shape)
@@ -363,3 +367,87 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
     music.timings["render"] = time.perf_counter() - t0
     result["videos"] = videos
   return result
+
+
+def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
+                             config=None, num_samples: int = 1, seed: int = 0,
+                             render: bool = False, step: Optional[int] = None,
+                             max_seconds: Optional[float] = None) -> Dict[str, Any]:
+  """The whole command: song file + training workdir -> .npz (and optionally .mp4/.gif).
+
+  The music is decoded FIRST (cheap, and the likeliest input error), then the generator is
+  restored (:func:`load_generator`). Returns a dict with the output paths, shapes and per-stage
+  timings (``restore_source``: "export" or "checkpoint").
+  """
+  if render:  # fail before any work when the video cannot be made
+    from d2m_jax.render import find_ffmpeg  # pylint: disable=import-outside-toplevel
+    find_ffmpeg()
+  # Decode before the (slow) restore so bad music fails fast and leaves nothing behind.
+  t0 = time.perf_counter()
+  decoded = _load_audio(music_path)
+  decode_s = time.perf_counter() - t0
+  task, state, config, restore_s, source = load_generator(checkpoint, config=config, step=step)
+  result = generate_song(task, state, config, music_path, out_path, checkpoint=checkpoint,
+                         num_samples=num_samples, seed=seed, render=render,
+                         max_seconds=max_seconds, decoded=decoded)
+  result["timings"]["decode"] = decode_s
+  result["timings"]["restore"] = restore_s
+  result["restore_source"] = source
+  return result
+
+
+def music_files(folder: str) -> list:
+  """Audio files under ``folder`` (recursively; the extensions ``load_audio`` reads), sorted."""
+  from d2m_jax.data.audio import SUPPORTED_EXTENSIONS  # pylint: disable=import-outside-toplevel
+  found = []
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    found += [os.path.join(root, f) for f in sorted(files)
+              if f.lower().endswith(SUPPORTED_EXTENSIONS) and not f.startswith(".")]
+  return found
+
+
+def folder_outputs(folder: str, songs: Sequence[str], out_dir: str) -> list:
+  """``out_dir/<relative path without extension>.npz`` per song (the extension is kept when two
+  songs of one folder share a name)."""
+  rel = [os.path.relpath(s, folder) for s in songs]
+  stems = [os.path.splitext(r)[0] for r in rel]
+  dup = {x for x in stems if stems.count(x) > 1}
+  return [os.path.join(out_dir, (r if st in dup else st) + ".npz") for r, st in zip(rel, stems)]
+
+
+def generate_folder(folder: str, checkpoint: str, out_dir: str, *, config=None,
+                    num_samples: int = 1, seed: int = 0, render: bool = False,
+                    step: Optional[int] = None, log=None) -> Dict[str, Any]:
+  """Every song under ``folder`` -> ``out_dir`` (mirroring sub-folders), in ONE process: the
+  generator is restored once and the compiled programs are reused across songs.
+
+  A song that cannot be read is reported (``failed``: path -> message) and skipped; the others
+  are still generated. ``songs_per_second`` counts the songs done over the seconds spent after
+  the restore (decode + features + beats + model + save [+ render]).
+  """
+  songs = music_files(folder)
+  if not songs:
+    raise FileNotFoundError(f"{folder}: no music files (wav, flac, ogg, mp3, aiff)")
+  if render:
+    from d2m_jax.render import find_ffmpeg  # pylint: disable=import-outside-toplevel
+    find_ffmpeg()
+  task, state, config, restore_s, source = load_generator(checkpoint, config=config, step=step)
+  done, failed = [], {}
+  t0 = time.perf_counter()
+  for path, out in zip(songs, folder_outputs(folder, songs, out_dir)):
+    try:
+      r = generate_song(task, state, config, path, out, checkpoint=checkpoint,
+                        num_samples=num_samples, seed=seed, render=render)
+    except DataError as e:
+      failed[path] = str(e)
+      if log:
+        log(f"skipped: bad music input: {e}")
+      continue
+    done.append(dict(music=path, npz=r["npz"], frames=int(r["shape"][1]),
+                     timings={k: round(v, 3) for k, v in r["timings"].items()}))
+    if log:
+      log(f"[{len(done) + len(failed)}/{len(songs)}] {path} -> {r['npz']}")
+  seconds = time.perf_counter() - t0
+  return dict(songs=done, failed=failed, restore=restore_s, restore_source=source,
+              seconds=seconds, songs_per_second=len(done) / seconds if seconds > 0 else 0.0)

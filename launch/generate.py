@@ -10,6 +10,15 @@ r"""Any song -> dance joints (.npz), and optionally a stick-figure video with th
 * ``--out``: the ``.npz`` (joints (N, T, J, C), fps, joint names, skeleton, bones, music beats, the
   task and config used), written atomically. ``--render`` adds ``OUT.mp4`` (H.264 + the music) and
   ``OUT.gif`` next to it (``OUT_<i>.*`` per sample when N > 1).
+* ``--music=FOLDER``: every song under it (recursively) in ONE process (one restore, compiled
+  programs reused); ``--out`` is then a folder receiving ``<relative path>.npz`` per song. The
+  JSON reports ``songs_per_second``; unreadable songs are listed under ``failed`` and skipped
+  (exit status 2 if any failed).
+
+``timings_s``: seconds per phase (decode, features, beats, restore, model [, render]); the restore
+reads the workdir's generator export (``WORKDIR/generator/``: only the arrays generation needs)
+when the checkpoint has one, else the whole checkpoint, and then writes the export for next time
+(``restore_source``).
 
 Bad input (missing/corrupt/empty/unsupported music, a folder that is no trained generator
 workdir, a damaged checkpoint, ``--out`` a folder or inside a workdir a training holds, more
@@ -53,6 +62,8 @@ def main(argv):
   if FLAGS.num_samples < 1:
     print("error: --num_samples must be >= 1", file=sys.stderr)
     return 2
+  if os.path.isdir(FLAGS.music):
+    return _generate_folder(generate, DataError, FFmpegNotFound, cache_dir, cache_counter)
   try:  # the output path first; the workdir is checked right after the music is decoded
     if os.path.isdir(FLAGS.out):
       raise workdir_lib.WorkdirError(f"--out={FLAGS.out} is a folder; give a file name (.npz)")
@@ -78,10 +89,37 @@ def main(argv):
   print(json.dumps(dict(out=result["npz"], shape=list(result["shape"]), fps=result["fps"],
                         skeleton=result["skeleton"], videos=result.get("videos"),
                         generation_report=result.get("generation_report"),
-                        timings_s=timings, compilation_cache=dict(
+                        timings_s=timings, restore_source=result.get("restore_source"),
+                        compilation_cache=dict(
                             dir=cache_dir, loaded=cache_counter.hits,
                             compiled=cache_counter.misses)), default=str))
   return 0
+
+
+def _generate_folder(generate, DataError, FFmpegNotFound, cache_dir, cache_counter):  # noqa: N803
+  if os.path.isfile(FLAGS.out):
+    print(f"error: --out={FLAGS.out} is a file; with a --music folder it must be a folder",
+          file=sys.stderr)
+    return 2
+  try:
+    result = generate.generate_folder(
+        FLAGS.music, FLAGS.checkpoint, FLAGS.out, config=FLAGS.config,
+        num_samples=FLAGS.num_samples, seed=FLAGS.seed, render=FLAGS.render, step=FLAGS.step,
+        log=lambda s: print(s, file=sys.stderr, flush=True))
+  except (FileNotFoundError, FFmpegNotFound, ValueError, DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for path, msg in result["failed"].items():
+    print(f"error: bad music input: {msg}", file=sys.stderr)
+  print(json.dumps(dict(out=os.path.abspath(FLAGS.out), songs=len(result["songs"]),
+                        failed=sorted(result["failed"]), restore_s=round(result["restore"], 3),
+                        restore_source=result["restore_source"],
+                        seconds=round(result["seconds"], 3),
+                        songs_per_second=round(result["songs_per_second"], 3),
+                        per_song=result["songs"], compilation_cache=dict(
+                            dir=cache_dir, loaded=cache_counter.hits,
+                            compiled=cache_counter.misses)), default=str))
+  return 2 if result["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,20 @@ class _QuietLibraries(pylogging.Filter):
             or not any(n in record.pathname for n in self.NOISY))
 
 
+def _export_generator(task, state):
+  """Writes the generator export of the final checkpoint (what ``launch/generate.py`` restores:
+  only the arrays generation reads); tasks without ``generation_state`` have none."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax import generator_export  # pylint: disable=import-outside-toplevel
+  if jax.process_index() != 0 or getattr(task, "generation_state", None) is None:
+    return
+  step = generator_export.latest_step(FLAGS.workdir)
+  if step is not None and step == int(jax.device_get(state.step)):
+    path = generator_export.write(FLAGS.workdir, task, state, step)
+    if path:
+      print(f"generator export: {path}", flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -72,8 +86,10 @@ def main(argv):
   from d2m_jax.train import cli  # pylint: disable=import-outside-toplevel,redefined-outer-name
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config),
-                            preemption=preemption)
+    task = get_task(FLAGS.config)
+    state = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=task,
+                                    preemption=preemption)
+    _export_generator(task, state)
   except loop.NonFiniteLossError as e:
     cli.fail(str(e))
   except cli.USER_ERRORS as e:  # DataError, config/workdir/lock/checkpoint/disk errors

@@ -121,3 +121,29 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
   with pytest.raises(RuntimeError):
     files.write_with(str(target), boom)
   assert os.listdir(tmp_path) == []
+
+
+def test_folder_generates_every_song_in_one_restore(tmp_path, fast_beats, monkeypatch):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  music = tmp_path / "music"
+  (music / "sub").mkdir(parents=True)
+  songs = [_song(music / "a.wav", 1.0), _song(music / "sub" / "a.wav", 2.0),
+           _song(music / "sub" / "a.flac", 1.5)]
+  (music / "sub" / "broken.mp3").write_bytes(np.random.default_rng(1).bytes(3000))
+  (music / "notes.txt").write_text("not music")
+  task = FakeTask()
+  loads = []
+
+  def load_generator(checkpoint, config=None, step=None):
+    loads.append(checkpoint)
+    return task, {}, ml_collections.ConfigDict({"task": "fake"}), 0.0, "export"
+  monkeypatch.setattr(generate, "load_generator", load_generator)
+  out = tmp_path / "out"
+  r = generate.generate_folder(str(music), "ckpt", str(out), num_samples=1)
+  assert loads == ["ckpt"] and task.calls == [1, 1, 1]
+  assert sorted(os.path.relpath(s["npz"], out) for s in r["songs"]) == [
+      "a.npz", os.path.join("sub", "a.flac.npz"), os.path.join("sub", "a.wav.npz")]
+  assert [s["frames"] for s in r["songs"]] == [25, 37, 50]
+  assert list(r["failed"]) == [str(music / "sub" / "broken.mp3")]
+  assert r["songs_per_second"] == pytest.approx(3 / r["seconds"])
+  assert sorted(songs) == sorted(s["music"] for s in r["songs"])

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from d2m_jax.data import audio as audio_lib
+from d2m_jax.data import beat_track as beat_track_lib
 from d2m_jax.data import numba_cache
 from d2m_jax.data import tempo as tempo_lib
 
@@ -184,12 +185,13 @@ class _Grid:
 def beat_track(env: np.ndarray, sr: float, hop: int, *, bpm: float | None = None,
                start_bpm: float = 120.0) -> tuple[float, np.ndarray]:
   """THE beat tracker of the project: (tempo BPM, beat indices into ``env``) of an onset
-  envelope at ``sr / hop`` frames per second (librosa's dynamic-programming tracker). ``bpm``
-  fixes the tempo (no estimate); ``start_bpm`` is the estimate's prior centre."""
-  librosa = numba_cache.import_librosa()
+  envelope at ``sr / hop`` frames per second: Ellis's dynamic-programming tracker in numpy
+  (:mod:`d2m_jax.data.beat_track`, the same beats as ``librosa.beat.beat_track`` without
+  importing librosa or compiling anything). ``bpm`` fixes the tempo (no estimate);
+  ``start_bpm`` is the estimate's prior centre."""
   kw = {} if bpm is None else {"bpm": float(bpm)}
-  tempo, beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=hop,
-                                         start_bpm=start_bpm, **kw)
+  tempo, beats = beat_track_lib.beat_track(onset_envelope=env, sr=sr, hop_length=hop,
+                                           start_bpm=start_bpm, **kw)
   return float(np.atleast_1d(tempo)[0]), np.asarray(beats, np.int64)
 
 
@@ -220,9 +222,8 @@ def track_beats(env: np.ndarray, sr: float, hop: int, *, fold: bool = True,
 
 
 def _beats_from_grid_signal(y, sr_grid, fps, num_frames, fold: bool = True):
-  librosa = numba_cache.import_librosa()
   hop = GRID_HOP // 2                       # beat analysis at 2 * fps (finer beat phase)
-  env = librosa.onset.onset_strength(y=y, sr=sr_grid, hop_length=hop)
+  env = beat_track_lib.onset_strength(y, sr_grid, hop)          # = librosa.onset.onset_strength
   if not np.any(env > 0):
     return np.zeros((0,), np.int64), 0.0
   times, tempo, _ = track_beats(env, sr_grid, hop, fold=fold)
@@ -246,7 +247,8 @@ def beat_frames(wave: np.ndarray, sr: float, fps: float, num_frames: int, *, fol
                 ) -> tuple[np.ndarray, float]:
   """Music beats: (motion-frame indices int64, tempo in BPM). Silent audio gives no beats.
 
-  Beats come from :func:`track_beats` (librosa's tracker, the tempo chosen at one octave by
+  Beats come from :func:`track_beats` (the numpy tracker of :mod:`d2m_jax.data.beat_track`, the
+  same beats as librosa's without importing it; the tempo chosen at one octave by
   :mod:`d2m_jax.data.tempo`) on an onset envelope at 2 * fps frames per second; the tempo is
   refined from the beat times (not quantised to whole lags).
   """

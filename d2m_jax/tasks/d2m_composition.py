@@ -125,17 +125,26 @@ class StyleExtractor:
         m.style_workdir = self.workdir
         m.style_input_frames = self.input_frames
         m.style_input_frames_recorded = True
-      from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
-      state, _, _ = restore_workdir(self.workdir)  # outside any trace
-      self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
-                                       "std": state.feat_std})
+      # its weights are restored on first use (restored()), not here
     else:
       self.module = StyleGRU(self.style_dim, rnn_impl=m.get("rnn_impl", "auto"))
+
+  def restored(self):
+    """The style workdir's parameters and d2m28 stats, restored on first use (generation from a
+    composition workdir's state never needs them)."""
+    if self._restored is None:
+      def load():
+        from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
+        state, _, _ = restore_workdir(self.workdir)
+        return jax.device_get({"params": state.params, "mean": state.feat_mean,
+                               "std": state.feat_std})
+      self._restored = restore_eagerly(load)
+    return self._restored
 
   def init(self, rng, stats):
     """Frozen style parameters: restored from ``style_workdir`` or the random fallback."""
     if self.workdir:
-      return jax.tree.map(jnp.asarray, self._restored)
+      return jax.tree.map(jnp.asarray, self.restored())
     aud = jnp.zeros((1, self.input_frames, 28))
     return {"params": self.module.init(rng, aud)["params"], "mean": stats["aud_mean"],
             "std": stats["aud_std"]}
@@ -146,6 +155,15 @@ class StyleExtractor:
     style, _ = self.module.apply({"params": sparams["params"]},
                                  (aud - sparams["mean"]) / sparams["std"])
     return jax.lax.stop_gradient(style)
+
+
+def restore_eagerly(load):
+  """``load()`` (an orbax restore) run in a fresh thread. JAX's trace state is per thread, so the
+  restore runs eagerly even when asked for while the engine traces ``init_state`` under
+  ``jax.jit`` (traced, it would hand back tracers)."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(load).result()
 
 
 def _load_decomposition(workdir: str):
@@ -195,14 +213,12 @@ class CompositionTask(Task):
         "stdp_dec": self.stage1["stdp_dec"],
     }
     self.style = StyleExtractor(config, None if frozen is None else frozen["style"])
-    # Restored here, outside any trace (the engine jits init_state; orbax cannot restore under a
-    # trace). Generation from a composition workdir therefore also needs the stage-1 workdir to
-    # exist (its values are then overwritten by the composition checkpoint).
-    if frozen is not None:
-      self._pretrained = frozen["decomp"] if self.decomp_workdir else None
-    else:
-      self._pretrained = (_load_decomposition(self.decomp_workdir) if self.decomp_workdir
-                          else None)
+    # A composition checkpoint is self-contained: rebuilt from one (``frozen``), the stage-1
+    # weights come from it; otherwise the stage-1 and style workdirs are restored on first use
+    # (init_state), so building the task for generation restores nothing but its own state.
+    self._pretrained = None
+    if frozen is not None and self.decomp_workdir:
+      self._pretrained = frozen["decomp"]
     # optim.finetune_stdp_dec (default True, the paper): fine-tune the stage-1 decoder at its
     # own lr (optim.stdp_dec.lr, 0.1 x lr); False keeps it frozen at its stage-1 weights.
     self.finetune_stdp_dec = bool(config.optim.get("finetune_stdp_dec", True))
@@ -219,6 +235,8 @@ class CompositionTask(Task):
     model_stats = common.model_stats(stats, m.pose_size)
     if self.decomp_workdir:
       # Under the engine's jax.jit(init_state) these are constants.
+      if self._pretrained is None:
+        self._pretrained = restore_eagerly(lambda: _load_decomposition(self.decomp_workdir))
       dparams, dstats = self._pretrained
       stage1 = jax.tree.map(jnp.asarray, {k: dparams[k] for k in ("initp_enc", "movement_enc",
                                                                    "stdp_dec")})
@@ -424,6 +442,15 @@ class CompositionTask(Task):
 
   # ------------------------------------------------------------------ generation
   generation_features = ("d2m28",)
+  GENERATION_PARAMS = ("audstyle_enc", "dance_dec", "stdp_dec")
+  GENERATION_FROZEN = ("initp_enc", "style")
+
+  def generation_state(self, state):
+    """The parts of the state :meth:`generate` reads (``d2m_jax.generator_export`` saves only
+    these): the music-path generator, the frozen pose encoder and style extractor, the stats."""
+    return {"params": {k: state.params[k] for k in self.GENERATION_PARAMS},
+            "frozen": {k: state.frozen[k] for k in self.GENERATION_FROZEN},
+            "stats": state.stats}
 
   def motion_rows(self, state, batch, rng):
     """Normalised units of every row of ``d2m_motion.ROWS`` (real, VAE reconstruction and

@@ -47,11 +47,17 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from d2m_jax.train.errors import CheckpointError, DiskFullError
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+def _ocp():
+  """orbax.checkpoint, imported on first use (~1 s): reading a config or a generator export
+  (``d2m_jax.generator_export``) does not need it."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  return ocp
 CHECKSUMS = "checksums.json"
 
 
@@ -219,10 +225,10 @@ class Checkpointer:
     self._verified = set()                 # steps verified against their checksums here
     self._last_state_bytes = 0
     self._async = bool(async_save)
-    options = ocp.CheckpointManagerOptions(
+    options = _ocp().CheckpointManagerOptions(
         max_to_keep=None, create=not read_only, enable_async_checkpointing=async_save,
         read_only=read_only, save_interval_steps=0 if read_only else 1)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
+    self.manager = _ocp().CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
 
   def latest_step(self) -> Optional[int]:
@@ -234,8 +240,8 @@ class Checkpointer:
   # ---- save -------------------------------------------------------------------------------
   def _orbax_save(self, step: int, state, meta: Dict[str, Any], force: bool) -> bool:
     return self.manager.save(
-        int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                           meta=ocp.args.JsonSave(meta)), force=force)
+        int(step), args=_ocp().args.Composite(state=_ocp().args.StandardSave(state),
+                                           meta=_ocp().args.JsonSave(meta)), force=force)
 
   def save(self, step: int, state, meta: Dict[str, Any], *, force: bool = True) -> bool:
     """Saves ``state`` (checkpointed form: one replicated copy) at ``step``; the previous
@@ -361,8 +367,8 @@ class Checkpointer:
     verified = self.verify(step)
     try:
       restored = self.manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                        meta=ocp.args.JsonRestore()))
+          step, args=_ocp().args.Composite(state=_ocp().args.StandardRestore(abstract_state),
+                                        meta=_ocp().args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       if verified:  # intact files: the state this config builds is not the one saved
         raise CheckpointError(
@@ -381,7 +387,7 @@ class Checkpointer:
     self.verify(step)
     try:
       restored = self.manager.restore(step,
-                                      args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                                      args=_ocp().args.Composite(meta=_ocp().args.JsonRestore()))
       return dict(restored["meta"])
     except Exception as e:  # pylint: disable=broad-except
       raise self._damaged(step, f"its meta item cannot be read ({_first_line(e)})") from None
@@ -462,7 +468,7 @@ def restore_tree(workdir: str, step: Optional[int] = None) -> Dict[str, Any]:
     step = ckpt._resolve(step)  # pylint: disable=protected-access
     ckpt.verify(step)
     try:
-      md = ocp.StandardCheckpointer().metadata(os.path.join(ckpt.step_dir(step), "state"))
+      md = _ocp().StandardCheckpointer().metadata(os.path.join(ckpt.step_dir(step), "state"))
       tree = getattr(md, "item_metadata", md)
       tree = getattr(tree, "tree", tree)
     except Exception as e:  # pylint: disable=broad-except
