@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from d2m_jax.models import d2m_common as common
+from d2m_jax.train import optim
 from d2m_jax.models import d2m_comp as C
 from d2m_jax.models import d2m_decomp as D
 from d2m_jax.models import d2m_layers as L
@@ -125,7 +126,7 @@ def test_yaw_jitter_rotates_about_vertical_axis():
 
 
 def test_module_optimizers_step_only_named_modules():
-  opt = common.ModuleOptimizers({"a": optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)),
+  opt = optim.ModuleOptimizers({"a": optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)),
                                  "b": optax.adam(0.1)})
   params = {"a": jnp.ones(3), "b": jnp.ones(3)}
   st = opt.init(params)

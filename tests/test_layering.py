@@ -5,7 +5,7 @@ Layer order, top to bottom (a module may import from its own layer and any layer
   launch/, benchmarks/         (not under d2m_jax/: the thin launchers; they build the Task
                                 from the config and hand it down)
   evaluation                   d2m_jax.metrics.evaluation (generates dances, then scores them)
-  generation                   d2m_jax.generate, d2m_jax.render
+  generation                   d2m_jax.generate, d2m_jax.render, d2m_jax.generator_export
   tasks                        d2m_jax.tasks (each implements the engine's Task contract)
   engine                       d2m_jax.train (handed a Task; never looks tasks up itself)
   models                       d2m_jax.models, d2m_jax.metrics (the pure metrics)
@@ -31,7 +31,7 @@ PACKAGE = ROOT / "d2m_jax"
 # (layer name, module prefixes), top to bottom.
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("evaluation", ("d2m_jax.metrics.evaluation",)),
-    ("generation", ("d2m_jax.generate", "d2m_jax.render")),
+    ("generation", ("d2m_jax.generate", "d2m_jax.render", "d2m_jax.generator_export")),
     ("tasks", ("d2m_jax.tasks",)),
     ("engine", ("d2m_jax.train",)),
     ("models", ("d2m_jax.models", "d2m_jax.metrics")),

@@ -1,16 +1,11 @@
-"""Pieces shared by the two Dancing2Music tasks: per-module optimisers, stats, augmentation.
+"""Pieces shared by the two Dancing2Music tasks: stats, augmentation, gradient norms.
 
-Per-module optimisers: the original keeps one ``torch.optim.Adam`` per network and clips the
-global gradient norm of *some* networks separately (``clip_grad_norm_(net.parameters(), 0.5)``).
-:class:`ModuleOptimizers` holds one optax chain per named sub-tree of the parameter dict (each
-built by d2m_jax/train/optim.py from ``config.optim`` and ``config.optim.<module>``), so
-that a phase can step exactly the modules it trains (other modules' Adam moments and counts
-stay untouched, as in PyTorch), and all phases still run inside ONE jitted step.
+(Their per-module optimisers are ``d2m_jax.train.optim.ModuleOptimizers``.)
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,37 +14,6 @@ import optax
 
 
 AUDIO_FEATURE = "d2m28"
-
-
-class ModuleOptimizers:
-  """One optax transform per module name."""
-
-  def __init__(self, txs: Mapping[str, optax.GradientTransformation]):
-    self.txs = dict(txs)
-
-  @classmethod
-  def from_config(cls, config, names: Iterable[str]) -> "ModuleOptimizers":
-    """``optim.build_optimizer(config, name)`` for each module (``config.optim.<name>``)."""
-    from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
-    txs = {}
-    for name in names:
-      tx = optim.build_optimizer(config, name)
-      # A chain per module, as before the schema (the same state layout: old checkpoints load).
-      if not optim.resolve(config, name)["clip_norm"] and not optim.records_lr(config, name):
-        tx = optax.chain(tx)
-      txs[name] = tx
-    return cls(txs)
-
-  def init(self, params: Mapping) -> Dict:
-    return {name: tx.init(params[name]) for name, tx in self.txs.items()}
-
-  def apply(self, params: Dict, opt_state: Dict, grads: Mapping, names: Iterable[str]):
-    """Steps the modules ``names`` with ``grads[name]``; the rest are returned unchanged."""
-    params, opt_state = dict(params), dict(opt_state)
-    for name in names:
-      updates, opt_state[name] = self.txs[name].update(grads[name], opt_state[name], params[name])
-      params[name] = optax.apply_updates(params[name], updates)
-    return params, opt_state
 
 
 def grad_norm(tree) -> jax.Array:

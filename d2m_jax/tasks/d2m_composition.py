@@ -70,6 +70,7 @@ from d2m_jax.models.d2m_comp import (AudstyleEnc, Dance2Style, DanceAudDis2, Dan
 from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, kl_with_free_bits,
                                        l1_loss, mse_loss, reparameterize, velocity_l1)
 from d2m_jax.tasks import d2m_decomposition as decomp
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -222,7 +223,7 @@ class CompositionTask(Task):
     # optim.finetune_stdp_dec (default True, the paper): fine-tune the stage-1 decoder at its
     # own lr (optim.stdp_dec.lr, 0.1 x lr); False keeps it frozen at its stage-1 weights.
     self.finetune_stdp_dec = bool(config.optim.get("finetune_stdp_dec", True))
-    self.optimizers = common.ModuleOptimizers.from_config(config, self.nets)
+    self.optimizers = optim.ModuleOptimizers.from_config(config, self.nets)
     if m.update_mode not in ("recompute", "merged"):
       raise ValueError(f"config.model.update_mode={m.update_mode!r}: expected 'recompute' or 'merged'")
 

@@ -37,6 +37,7 @@ from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_decomp import InitPoseDec, InitPoseEnc, MovementEnc, StandardPoseDec
 from d2m_jax.models.d2m_layers import (kl_divergence, kl_with_free_bits, kld_coef, l1_loss,
                                        reparameterize, velocity_l1)
+from d2m_jax.train import optim
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -96,7 +97,7 @@ class DecompositionTask(Task):
     self.m = config.model
     self.dtype = compute_dtype(config)
     self.modules = build_modules(self.m, self.dtype)
-    self.optimizers = common.ModuleOptimizers.from_config(config, MODULES)
+    self.optimizers = optim.ModuleOptimizers.from_config(config, MODULES)
 
   # ------------------------------------------------------------------ state
   def init_state(self, rng, batch, stats=None):
