@@ -10,7 +10,8 @@ Layer order, top to bottom (a module may import from its own layer and any layer
   engine                       d2m_jax.train (handed a Task; never looks tasks up itself)
   models                       d2m_jax.models, d2m_jax.metrics (the pure metrics)
   nn                           d2m_jax.nn (layers, recurrences, collectives)
-  ground                       d2m_jax.data, d2m_jax.compile_cache, d2m_jax/__init__.py
+  ground                       d2m_jax.data, d2m_jax.compile_cache, d2m_jax.target,
+                               d2m_jax/__init__.py
 
 Every import is checked, function-local (lazy) ones included, by parsing the source with ``ast``
 (nothing is imported, so the test is fast and sees imports on code paths tests never run).
@@ -34,7 +35,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("engine", ("d2m_jax.train",)),
     ("models", ("d2m_jax.models", "d2m_jax.metrics")),
     ("nn", ("d2m_jax.nn",)),
-    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax")),
+    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.target", "d2m_jax")),
 ]
 
 
