@@ -18,6 +18,7 @@ per_class, confusion}``. The test sequences are the data's test split, or with
 (each model normalises with the training statistics in its checkpoint). The protocol (clip length,
 clip count, seeds, split) is fixed in ``d2m_jax/metrics/evaluation.py`` and recorded in the JSON.
 """
+import json
 import os
 import sys
 import time
@@ -44,6 +45,10 @@ flags.DEFINE_integer("split_seed", 0, "Split seed (the data pipeline's default i
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
                   "--nocompilation_cache turns it off.")
+flags.DEFINE_string("evals_of", None, "A training workdir: run its config.evals (the same "
+                    "evaluators the training loop ran) on its latest checkpoint and write "
+                    "OUT_DIR/eval.json; --evals picks some of them.")
+flags.DEFINE_list("evals", [], "With --evals_of: the evaluator names to run (default: all).")
 flags.mark_flag_as_required("out_dir")
 
 
@@ -78,11 +83,35 @@ def _processed_real_data():
   return train, [ev.eval_sequence(it.processed) for it in items], items
 
 
+def _evals_of(workdir: str, names) -> int:
+  """``--evals_of``: the workdir's own evaluators on its latest checkpoint."""
+  from d2m_jax.generate import atomic_write  # pylint: disable=import-outside-toplevel
+  from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
+  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import evaluators  # pylint: disable=import-outside-toplevel
+  state, cfg, task = restore_workdir(workdir)
+  try:
+    results = evaluators.evaluate_state(cfg, task, state, names)
+  except ValueError as e:
+    print(f"error: --evals_of {workdir}: {e}", file=sys.stderr)
+    return 2
+  for name, metrics in results.items():
+    print(f"{name}: {evaluators.describe(metrics)}", flush=True)
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  path = os.path.join(FLAGS.out_dir, "eval.json")
+  out = dict(workdir=workdir, step=int(state.step), evals=results)
+  atomic_write(path, lambda f: f.write(json.dumps(out, indent=1, default=float)), mode="w")
+  print(f"wrote {path}")
+  return 0
+
+
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
+  if FLAGS.evals_of:
+    return _evals_of(FLAGS.evals_of, FLAGS.evals)
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.skeleton import STYLES  # pylint: disable=import-outside-toplevel
@@ -142,17 +171,13 @@ def main(argv):
     state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
     names = tuple(getattr(task, "generation_features", ()))
-    dances = []
-    for i, seq in enumerate(gen_seqs):
-      if FLAGS.test_raw_dir or use_processed:
-        music = generate.music_from_processed(items[i].processed, names)
-      else:
-        music = generate.music_from_wave(seq.wave, seq.sr, fps, names,
+    if FLAGS.test_raw_dir or use_processed:
+      musics = [generate.music_from_processed(it.processed, names) for it in items]
+    else:
+      musics = [generate.music_from_wave(seq.wave, seq.sr, fps, names,
                                          num_frames=seq.pose.shape[0], path=seq.name,
-                                         beats=seq.beats)
-      dances.append(generate.generate_dance(task, state, music, num_samples=1,
-                                            seed=ev.SEED)[0])
-    rows[name] = ev.row_metrics(ev.clip_features(dances, gen_seqs), ref, classifier, ref_cls)
+                                         beats=seq.beats) for seq in gen_seqs]
+    rows[name] = ev.generated_row(task, state, gen_seqs, musics, ref, classifier, ref_cls)
     rows[name]["workdir"] = wd
     rows[name]["step"] = int(np.asarray(state.step))
     timings[name] = time.perf_counter() - t0

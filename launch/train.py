@@ -47,6 +47,10 @@ class _QuietLibraries(pylogging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # SIGTERM from process start: a signal while the task restores other workdirs (composition)
+  # or while the state is built is honoured at the first step (checkpoint, final evaluation).
+  from d2m_jax.train import actions  # pylint: disable=import-outside-toplevel
+  preemption = actions.PreemptionHandler().install()
   logging.get_absl_handler().addFilter(_QuietLibraries())
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
@@ -59,10 +63,13 @@ def main(argv):
   except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  # Registers the evaluation layer's evaluator kinds (dance_metrics) with the engine.
+  from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config))
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config),
+                            preemption=preemption)
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

@@ -238,3 +238,50 @@ def write_outputs(out_dir: str, result: Dict[str, Any]) -> Dict[str, str]:
       text.append(f"{name} confusion [true][pred] {rep['class_names']}: {rep['confusion']}")
   atomic_write(md, lambda f: f.write("\n".join(text) + "\n"), mode="w")
   return {"json": js, "markdown": md}
+
+
+# ------------------------------------------------------------ the evaluator inside training ---
+def generated_row(task, state, seqs: Sequence[EvalSequence], musics, ref: ClipSet,
+                  classifier=None, ref_cls_feats: Optional[np.ndarray] = None) -> Dict[str, Any]:
+  """The table row of ``task``'s dances: one ``generate`` call per sequence (seed ``SEED``,
+  one sample) on ``musics[i]`` (a ``generate.Music``), cut into the protocol's clips and scored
+  against ``ref``. ``launch/evaluate.py`` and the ``dance_metrics`` evaluator both call it."""
+  from d2m_jax import generate  # pylint: disable=import-outside-toplevel
+  dances = [generate.generate_dance(task, state, m, num_samples=1, seed=SEED)[0] for m in musics]
+  return row_metrics(clip_features(dances, seqs), ref, classifier, ref_cls_feats)
+
+
+def _register_dance_metrics():
+  """Registers the ``dance_metrics`` evaluator kind with the engine's registry (this module is
+  above the engine: the launchers import it, so the loop can run it)."""
+  from d2m_jax.train import evaluators  # pylint: disable=import-outside-toplevel
+
+  @evaluators.register("dance_metrics")
+  def dance_metrics(ctx, state, spec) -> Dict[str, Any]:
+    """The paper metrics (FID_k, FID_g, Div_k, Div_g in both kinetic conventions, BAS in both
+    conventions) of the task's dances for every sequence with audio of ``spec.split`` of the
+    run's processed dataset, against the train split's clips, as in this module's protocol;
+    ``real_FID_k`` / ``real_Div_k``: the split's real dances scored the same way (the floor)."""
+    from d2m_jax import generate  # pylint: disable=import-outside-toplevel
+    from d2m_jax.data import ingest, pipeline  # pylint: disable=import-outside-toplevel
+    from d2m_jax.metrics import unseen  # pylint: disable=import-outside-toplevel
+    cache = ctx.cache.setdefault(f"dance_metrics/{spec.split}", {})
+    if not cache:
+      pdir = pipeline.processed_dir(ctx.config.data)
+      train = [eval_sequence(s) for s in ingest.split_sequences(pdir, "train")]
+      cache["ref"] = clip_features([s.pose for s in train], train, roots=[s.root for s in train])
+      items = unseen.load_processed_split(pdir, spec.split)
+      cache["seqs"] = [eval_sequence(it.processed) for it in items]
+      names = tuple(getattr(ctx.task, "generation_features", ()))
+      cache["musics"] = [generate.music_from_processed(it.processed, names) for it in items]
+      seqs = cache["seqs"]
+      real = row_metrics(clip_features([s.pose for s in seqs], seqs,
+                                       roots=[s.root for s in seqs]), cache["ref"])
+      cache["real"] = {f"real_{k}": real[k] for k in ("FID_k", "Div_k", "BAS")}
+    row = generated_row(ctx.task, state, cache["seqs"], cache["musics"], cache["ref"])
+    return {**{k: v for k, v in row.items() if v is not None}, **cache["real"]}
+
+  return dance_metrics
+
+
+dance_metrics_evaluator = _register_dance_metrics()

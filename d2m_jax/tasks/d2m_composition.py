@@ -63,6 +63,7 @@ import numpy as np
 from flax import struct
 
 from d2m_jax.models import d2m_common as common
+from d2m_jax.models import d2m_motion
 from d2m_jax.models.d2m_comp import (AudstyleEnc, Dance2Style, DanceAudDis2, DanceDec, DanceEnc,
                                      StyleGRU)
 from d2m_jax.models.d2m_layers import (bce_with_logits, kl_divergence, l1_loss, mse_loss,
@@ -386,6 +387,11 @@ class CompositionTask(Task):
 
   # ------------------------------------------------------------------ generation
   generation_features = ("d2m28",)
+
+  def motion_rows(self, state, batch, rng):
+    """Normalised units of every row of ``d2m_motion.ROWS`` (real, VAE reconstruction and
+    prior, dance path, music path) for the ``motion_ratio`` evaluator."""
+    return d2m_motion.decoded_units(self, state, batch, rng)
 
   def generate(self, state, feats, beats, num_frames, rng, num_samples=1):
     """Music -> dances (num_samples, num_frames, J, C) in data units; see d2m_inference."""

@@ -202,6 +202,20 @@ class DecompositionTask(Task):
     metrics = dict(terms, loss=loss)
     return pmean({k: v.astype(jnp.float32) for k, v in metrics.items()}, axis_name)
 
+  def motion_rows(self, state, batch, rng):
+    """Normalised units (3B, T, P) for the ``motion_ratio`` evaluator: the real units, the
+    VAE's reconstruction (posterior means of both codes) and a decode of a prior sample of the
+    movement code (same initial pose)."""
+    units = batch["units"]
+    x = (units.reshape((-1,) + units.shape[2:]) - state.stats["pose_mean"]) \
+        / state.stats["pose_std"]
+    p, mods = state.params, self.modules
+    mu_i, _ = mods["initp_enc"].apply({"params": p["initp_enc"]}, x[:, 0])
+    mu_m, _ = mods["movement_enc"].apply({"params": p["movement_enc"]}, x)
+    decode = lambda z_mov: mods["stdp_dec"].apply({"params": p["stdp_dec"]}, mu_i, z_mov)
+    return {"real": x, "vae_recon": decode(mu_m),
+            "vae_prior": decode(jax.random.normal(rng, mu_m.shape, mu_m.dtype))}
+
 
 def make_task(config) -> DecompositionTask:
   return DecompositionTask(config)

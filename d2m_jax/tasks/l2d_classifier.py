@@ -67,22 +67,22 @@ class L2DClassifierTask(Task):
     dtype = compute_dtype(config)
     self.model = DanceClassifier(self.k, m.hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.tx = common.make_optimizer(config.optim)
+    self._centroids = None   # set by prepare_host()
 
   def synthetic_batch(self, batch_size, rng):
     return common.synthetic_batch(self.config, batch_size, rng)
 
   # -- clusters -----------------------------------------------------------------------------
-  def _centroids(self, rng, batch, stats):
+  def prepare_host(self, batch, stats=None):
+    """Fits (or loads) the k-means centroids on the host before the state is built: from
+    ``model.clusters_path``, else the train split (real training: ``stats`` given), else the
+    batch's own clips (benchmarks, unit tests). ``init_state`` then only places them."""
+    self._centroids = self._fit_centroids(batch, stats)
+
+  def _fit_centroids(self, batch, stats):
     from d2m_jax.tasks import l2d_kmeans
     D = CLIP_FRAMES * self.J * 2
     path = self.config.model.get("clusters_path")
-    # Under jit of the whole init (the engine's first try) the batch is traced: this raises
-    # TracerArrayConversionError, and the engine initialises eagerly, so the k-means runs.
-    np.asarray(batch["pose"])
-    if isinstance(rng, jax.core.Tracer):
-      # Only the key traced: a shape-only init (checkpoint restore: the centroids come from the
-      # checkpoint) or a benchmark's jitted init (centroid values do not change the compute).
-      return np.zeros((self.k, D), np.float32)
     if path:
       with np.load(path) as z:
         c = np.asarray(z["centroids"], np.float32)
@@ -98,7 +98,8 @@ class L2DClassifierTask(Task):
                         type(e).__name__, e)
     # No data (benchmarks, unit tests): fit on the batch's own clips.
     logging.warning("l2d_classifier: no stats/clusters_path: fitting clusters on one batch")
-    pts, w = l2d_kmeans.clip_points(batch["pose"], batch.get("length"), self.J, self.C)
+    pts, w = l2d_kmeans.clip_points(np.asarray(batch["pose"]), batch.get("length"), self.J,
+                                    self.C)
     k = min(self.k, int(np.sum(w > 0)))
     res = kmeans_lib.kmeans(pts, k, weights=w, n_init=1)
     return np.resize(res.centroids, (self.k, D)).astype(np.float32)
@@ -106,11 +107,13 @@ class L2DClassifierTask(Task):
   # -- Task API -----------------------------------------------------------------------------
   def init_state(self, rng, batch, stats=None):
     mean, std = common.feature_stats(stats, FEATURE, 512)
-    centroids = self._centroids(rng, batch, stats)
+    # Centroids from prepare_host(); a shape-only build (restore: they come from the checkpoint)
+    # has none yet and uses zeros of the right shape.
+    centroids = self._centroids
+    if centroids is None:
+      centroids = np.zeros((self.k, CLIP_FRAMES * self.J * 2), np.float32)
     k_init, k_state = jax.random.split(rng)
-    # Jitted (the engine initialises this task eagerly; an eager flax init of scans is slow).
-    params = jax.jit(lambda k: self.model.init(k, jnp.zeros((1, 2, 512)),
-                                               jnp.zeros((1, 2), jnp.int32))["params"])(k_init)
+    params = self.model.init(k_init, jnp.zeros((1, 2, 512)), jnp.zeros((1, 2), jnp.int32))["params"]
     return ClassifierState(step=jnp.int32(0), rng=k_state, params=params,
                            opt_state=self.tx.init(params), centroids=jnp.asarray(centroids),
                            feat_mean=jnp.asarray(mean), feat_std=jnp.asarray(std))

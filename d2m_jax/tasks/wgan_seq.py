@@ -114,6 +114,16 @@ class WGANSeqTask(WGANTask):
     tv = total_variation(fake, time_axis=1)
     return self.config.model.eta * tv, {"tv": tv}
 
+  def motion_rows(self, state, batch, rng):
+    """The ``motion_ratio`` evaluator's rows, (N, 120, P) min-max normalised: the batch's last
+    real slice and as many sequences generated for its conditioning (inference mode, the
+    sampling parameters, as :meth:`sample`)."""
+    real, cond = self.prepare(batch, state.stats, rng)
+    real, cond = real[-1], jax.tree.map(lambda x: x[-1], cond)
+    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, cond, rng, None,
+                               real.shape[0], train=False)
+    return {"real": real, "generated": fake}
+
   def sample(self, state, rng, num: int, style=None):
     """``num`` 4.8 s sequences in data units, (num, 120, P); ``style`` for the conditional."""
     labels = None

@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional
 import jax
 import numpy as np
 
+from d2m_jax.train import state as state_lib
+
 
 class _Record:
   """Shared set of read keys (identity-hashed, so it can sit in a pytree's static aux data)."""
@@ -90,13 +92,7 @@ def read_batch_keys(task, batch: Dict[str, Any], stats: Optional[Dict[str, np.nd
   record = _Record()
   rec = RecordingDict(batch, record)
   rng = jax.random.PRNGKey(0)
-  try:
-    state = jax.eval_shape(task.init_state, rng, rec, stats)
-  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-          jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError,
-          TypeError):
-    state = task.init_state(rng, rec, stats)   # an init that needs concrete values
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), state)
+  state = state_lib.abstract_state(task, rng, rec, stats)
   jax.eval_shape(task.train_step, state, rec)
   ev = RecordingDict(dict(batch, eval_mask=np.ones(len(next(iter(batch.values()))), np.float32)),
                      record)

@@ -105,18 +105,11 @@ def restore_state(workdir: str, task, config: Optional[ml_collections.ConfigDict
     raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to restore")
   # Shapes come from a state built on a synthetic batch (no data needed); the stats the task
   # stored in the state are overwritten by the checkpoint's.
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   batch = task.synthetic_batch(max(1, int(config.data.batch_size)), np.random.default_rng(0))
-  stats = _dummy_stats(task, config)
-  rng = jax.random.PRNGKey(int(config.seed))
-  try:
-    abstract = jax.eval_shape(lambda r: task.init_state(r, batch, stats), rng)
-  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-          jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError):
-    abstract = task.init_state(rng, batch, stats)  # not traceable: build it for real
-  device = jax.devices()[0]
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=jax.sharding.SingleDeviceSharding(device)), abstract)
+  abstract = state_lib.abstract_state(
+      task, jax.random.PRNGKey(int(config.seed)), batch, _dummy_stats(task, config),
+      sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   state, _ = ckpt.restore(abstract, step=step)
   ckpt.close()
   return state, config, task

@@ -63,6 +63,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_split = "validation"                    # periodic evaluation
   c.final_eval_splits = ("validation", "test")   # evaluated at the end of training
   c.debug_nan_step = -1                          # >= 0: feed NaN inputs at that step (tests)
+  # Wall-clock budget in seconds from the start of train_and_evaluate (0: none): when spent,
+  # the run checkpoints, runs its final evaluations and returns (exit 0).
+  c.max_train_seconds = 0.0
+  # Evaluators (d2m_jax/train/evaluators.py): name -> {kind, every_steps, split, final, ...}.
+  # Empty: the historical pair from eval_every_steps / eval_split / final_eval_splits.
+  c.evals = ml_collections.ConfigDict()
+  # Stop at the first logged value of `metric` (e.g. "eval_validation/balanced_accuracy" or
+  # "train/loss") that is >= (mode "max") or <= ("min") threshold; WORKDIR/time_to_target.json
+  # records steps, examples and seconds to it (empty metric: no target).
+  c.target = ml_collections.ConfigDict(dict(metric="", threshold=0.0, mode="max"))
+  # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; count 0: off.
+  c.profile_steps = (0, 0)
   c.data = data_config()
   # Multi-process runs (jax.distributed); 'auto' initializes only under a cluster launch.
   c.distributed = distributed.distributed_config()

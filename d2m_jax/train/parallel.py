@@ -99,6 +99,13 @@ class DataParallel:
       return jax.tree.map(lambda x: x[0], state)
     return state
 
+  def state_sharding(self):
+    """Where a freshly built (or restored) checkpointed-form state lives: replicated over the
+    mesh, or for pmap on the first local device (``put_state`` then stacks it per device)."""
+    if self.mode == "pmap":
+      return jax.sharding.SingleDeviceSharding(self._local_devices[0])
+    return self.replicated
+
   def abstract_state(self, state):
     """``ShapeDtypeStruct`` tree (with shardings) of the checkpointed form of ``state``."""
     if self.mode == "pmap":

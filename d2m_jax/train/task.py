@@ -67,9 +67,16 @@ class Task(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
 
+  def prepare_host(self, batch: Batch, stats: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """Host-side work that needs concrete data before the state is built (e.g. fitting k-means
+    centroids); runs once, outside any trace (``d2m_jax.train.state.build_state``). Default:
+    nothing."""
+    del batch, stats
+
   @abc.abstractmethod
   def init_state(self, rng, batch: Batch, stats: Optional[Dict[str, np.ndarray]] = None):
-    """Builds the initial state from a PRNG key, one (host, numpy) batch and dataset stats."""
+    """Builds the initial state from a PRNG key, one (host, numpy) batch and dataset stats.
+    Must be traceable: the engine calls it under ``jax.jit`` / ``jax.eval_shape`` only."""
 
   @abc.abstractmethod
   def train_step(self, state, batch: Batch, axis_name: Optional[str] = None
