@@ -178,8 +178,10 @@ def count_step(model: str, dtype: str, batch: int, impl: str, backend: str) -> D
   task = get_task(cfg)
   host = task.synthetic_batch(batch, np.random.default_rng(0))
   stats = ts.synthetic_stats(host)
+  from d2m_jax.train import state as train_state  # pylint: disable=import-outside-toplevel
+  task.prepare_host(host, stats)
   with target.targeting(backend):
-    state = jax.eval_shape(lambda k: task.init_state(k, host, stats), jax.random.PRNGKey(0))
+    state = train_state.abstract_state(task, jax.random.PRNGKey(0), host, stats)
     closed = jax.make_jaxpr(lambda s, b: task.train_step(s, b))(state, host)
   acc = walk(closed.jaxpr, Counts())
   state_bytes = sum(_nbytes(x) for x in jax.tree.leaves(state))

@@ -42,6 +42,7 @@ from d2m_jax import target
 from d2m_jax.nn import rnn as rnn_lib
 from d2m_jax.tasks import get_task
 from d2m_jax.train import parallel
+from d2m_jax.train import state as train_state
 from d2m_jax.train.task import Task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -119,8 +120,9 @@ def _build(row: str, platform: str, overrides):
   task = get_task(cfg)
   batch = task.synthetic_batch(cfg.data.batch_size, np.random.default_rng(0))
   stats = _stats(batch)
+  task.prepare_host(batch, stats)
   with target.targeting(platform):
-    state = jax.eval_shape(lambda k: task.init_state(k, batch, stats), jax.random.PRNGKey(0))
+    state = train_state.abstract_state(task, jax.random.PRNGKey(0), batch, stats)
   return task, state, batch
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -46,8 +47,9 @@ def feature_stats(stats: Optional[dict], name: str, dim: int):
   """(mean, std) of a frame-feature set, or (0, 1) when no stats are given."""
   if stats is None or f"{name}_mean" not in stats:
     return np.zeros((dim,), np.float32), np.ones((dim,), np.float32)
-  return (np.asarray(stats[f"{name}_mean"], np.float32),
-          np.maximum(np.asarray(stats[f"{name}_std"], np.float32), 1e-6))
+  # jnp: init_state runs under jit/eval_shape with the stats as (traced) arguments
+  return (jnp.asarray(stats[f"{name}_mean"], jnp.float32),
+          jnp.maximum(jnp.asarray(stats[f"{name}_std"], jnp.float32), 1e-6))
 
 
 def make_optimizer(optim) -> optax.GradientTransformation:
