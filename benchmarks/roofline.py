@@ -240,11 +240,14 @@ def _wgan_batch(model: str, batch: int) -> int:
 
 
 def run(models: Sequence[str], batches: Sequence[int], impls: Sequence[str],
-        devices: Sequence[str], log=print) -> Dict:
+        devices: Sequence[str], dtypes: Sequence[str] = ("bfloat16", "float32"),
+        log=print) -> Dict:
   counts: Dict[tuple, Dict] = {}
 
   def get(model, dtype, batch, impl, backend):
-    key = (model, dtype, batch, impl, backend)
+    # dtype, rnn_impl and conv_impl are explicit, so only the Pallas fallback depends on the
+    # backend: one trace serves GPU and TPU for scan/unrolled
+    key = (model, dtype, batch, impl, backend if impl == "pallas" else "any")
     if key not in counts:
       counts[key] = count_step(model, dtype, batch, impl, backend)
     return counts[key]
@@ -262,7 +265,7 @@ def run(models: Sequence[str], batches: Sequence[int], impls: Sequence[str],
   for model in models:
     for impl in impls:
       for b in batches:
-        for dtype in ("bfloat16", "float32"):
+        for dtype in dtypes:
           for dname in devices:
             dev = DEVICES[dname]
             try:
@@ -315,6 +318,7 @@ def main(argv=None) -> int:
   p.add_argument("--batches", default=",".join(map(str, BATCHES)))
   p.add_argument("--impls", default=",".join(IMPLS))
   p.add_argument("--devices", default=",".join(DEVICES))
+  p.add_argument("--dtypes", default="bfloat16,float32")
   p.add_argument("--json", default=None, help="write every figure here")
   a = p.parse_args(argv)
   unknown = [d for d in a.devices.split(",") if d not in DEVICES]
@@ -322,7 +326,7 @@ def main(argv=None) -> int:
     print(f"roofline: unknown device(s) {unknown}; expected {sorted(DEVICES)}", file=sys.stderr)
     return 2
   res = run(a.models.split(","), [int(b) for b in a.batches.split(",")], a.impls.split(","),
-            a.devices.split(","), log=lambda s: print(s, file=sys.stderr, flush=True))
+            a.devices.split(","), a.dtypes.split(","), log=lambda s: print(s, file=sys.stderr, flush=True))
   if a.json:
     common.atomic_write(a.json, json.dumps(res, indent=1, default=float))
   print(report(res))
