@@ -299,16 +299,28 @@ def report(res: Dict) -> str:
     fit = " (fitted)" if c["fitted"] else ""
     lines.append(f"| {c['model']} {c['dtype']} B={c['batch']} {c['rnn_impl']}{fit} | "
                  f"{c['measured_ms']:.2f} | {c['predicted_ms']:.2f} | {c['ratio']:.2f} |")
-  lines += ["", "| model | rnn_impl | dtype | B | device | GFLOP | seq. steps | roofline ms | "
-            "lower bound ms | MFU ceiling |", "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in res["rows"]:
-    if "error" in r:
-      lines.append(f"| {r['model']} | {r['rnn_impl']} | {r['dtype']} | {r['batch']} | "
-                   f"{r['device']} | error: {r['error']} | | | | |")
+  return "\n".join(lines) + "\n\n" + wide_table(res["rows"])
+
+
+def wide_table(rows: List[Dict]) -> str:
+  """One line per (model, rnn_impl, dtype, batch): GFLOP, sequential steps, then per device the
+  lower-bound ms and the MFU ceiling."""
+  devices = list(dict.fromkeys(r["device"] for r in rows))
+  head = ("| model | rnn_impl | dtype | B | GFLOP | seq. steps | "
+          + " | ".join(f"{DEVICES[d].name} ms (MFU max)" for d in devices) + " |")
+  lines = [head, "|" + "---|" * (6 + len(devices))]
+  groups: Dict[tuple, Dict[str, Dict]] = {}
+  for r in rows:
+    groups.setdefault((r["model"], r["rnn_impl"], r["dtype"], r["batch"]), {})[r["device"]] = r
+  for (model, impl, dtype, b), by in groups.items():
+    first = next(iter(by.values()))
+    if "error" in first:
+      lines.append(f"| {model} | {impl} | {dtype} | {b} | error: {first['error']} |")
       continue
-    lines.append(f"| {r['model']} | {r['rnn_impl']} | {r['dtype']} | {r['batch']} | "
-                 f"{r['device']} | {r['gflop']:.1f} | {r['seq_steps']:.0f} | {r['roof_ms']:.3f} | "
-                 f"{r['step_ms']:.2f} | {100 * r['mfu_ceiling']:.1f}% |")
+    cells = [f"{by[d]['step_ms']:.2f} ({100 * by[d]['mfu_ceiling']:.0f}%)" if d in by and
+             "error" not in by[d] else "-" for d in devices]
+    lines.append(f"| {model} | {impl} | {dtype} | {b} | {first['gflop']:.0f} | "
+                 f"{first['seq_steps']:.0f} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
