@@ -38,9 +38,10 @@ def pose2d_stats(stats: Optional[dict], joints: int, coords: int):
   P2 = joints * 2
   if stats is None or "pose_mean" not in stats:
     return np.zeros((P2,), np.float32), np.float32(1.0)
-  mean = project_to_2d(np.asarray(stats["pose_mean"], np.float32), joints, coords)
-  std = project_to_2d(np.asarray(stats["pose_std"], np.float32), joints, coords)
-  return mean.astype(np.float32), np.float32(max(float(np.mean(std)), 1e-6))
+  # jnp: init_state runs under jit/eval_shape with the stats as (traced) arguments
+  mean = project_to_2d(jnp.asarray(stats["pose_mean"], jnp.float32), joints, coords)
+  std = project_to_2d(jnp.asarray(stats["pose_std"], jnp.float32), joints, coords)
+  return mean.astype(jnp.float32), jnp.maximum(jnp.mean(std), 1e-6)
 
 
 def feature_stats(stats: Optional[dict], name: str, dim: int):

@@ -86,15 +86,21 @@ class SeqGANTask(Task):
     return dict(g_params=s.g_params, g_batch_stats=s.g_batch_stats,
                 pose2d_mean=s.pose2d_mean, pose2d_scale=s.pose2d_scale)
 
+  def prepare_host(self, batch, stats=None):
+    """Loads the frozen pose generator (``model.pose_gan_workdir``; else a random one, seeded by
+    ``config.seed``) on the host, before :func:`d2m_jax.train.state.build_state` traces
+    ``init_state``."""
+    key = jax.random.PRNGKey(int(self.config.get("seed", 0)))
+    self._pose_host = jax.device_get(self._load_pose_state(key, batch, stats))
+
   def init_state(self, rng, batch, stats=None, pose_state=None):
-    # A traced batch (the engine's jitted first try) must not reach the checkpoint loading below
-    # (it would silently take a random pose generator): force the engine's eager init.
-    np.asarray(batch["pose"])
     kp, kg, kd, ks = jax.random.split(rng, 4)
     if pose_state is not None:
       ps = dict(g_params=pose_state.g_params, g_batch_stats=pose_state.g_batch_stats,
                 pose2d_mean=pose_state.pose2d_mean, pose2d_scale=pose_state.pose2d_scale)
-    else:
+    elif getattr(self, "_pose_host", None) is not None:   # prepare_host ran (build_state)
+      ps = self._pose_host
+    else:                     # a direct call: the checkpoint loads as constants of the trace
       ps = self._load_pose_state(kp, batch, stats)
     # Jitted: the engine initialises this task eagerly, and an eager flax init of scans is slow.
     gv = jax.jit(lambda k: self.G.init({"params": k}, jnp.zeros((2, SEQ_Z)),
