@@ -185,6 +185,8 @@ def count_step(model: str, dtype: str, batch: int, impl: str, backend: str) -> D
     closed = jax.make_jaxpr(lambda s, b: task.train_step(s, b))(state, host)
   acc = walk(closed.jaxpr, Counts())
   state_bytes = sum(_nbytes(x) for x in jax.tree.leaves(state))
+  del closed
+  jax.clear_caches()          # every trace is of a new task: keep memory flat over the sweep
   acc.bytes += 2 * state_bytes
   return {"model": model, "dtype": dtype, "batch": batch, "rnn_impl": impl, "backend": backend,
           "flops": acc.flops, "seq_flops": acc.seq_flops, "bytes": acc.bytes,
@@ -241,7 +243,7 @@ def _wgan_batch(model: str, batch: int) -> int:
 
 def run(models: Sequence[str], batches: Sequence[int], impls: Sequence[str],
         devices: Sequence[str], dtypes: Sequence[str] = ("bfloat16", "float32"),
-        log=print) -> Dict:
+        log=print, partial: Optional[str] = None) -> Dict:
   counts: Dict[tuple, Dict] = {}
 
   def get(model, dtype, batch, impl, backend):
@@ -283,6 +285,9 @@ def run(models: Sequence[str], batches: Sequence[int], impls: Sequence[str],
                          "examples_per_s": c["examples"] / t,
                          "mfu_ceiling": c["flops"] / (t * peak)})
           log(f"[roofline] {model} {impl} B={b} done")
+          if partial:                      # long runs: what is done survives a kill
+            common.atomic_write(partial, json.dumps(
+                {"tau_s": tau, "calibration": calib, "rows": rows}, default=float))
   return {"tau_s": tau, "calibration": calib, "rows": rows}
 
 
@@ -338,7 +343,8 @@ def main(argv=None) -> int:
     print(f"roofline: unknown device(s) {unknown}; expected {sorted(DEVICES)}", file=sys.stderr)
     return 2
   res = run(a.models.split(","), [int(b) for b in a.batches.split(",")], a.impls.split(","),
-            a.devices.split(","), a.dtypes.split(","), log=lambda s: print(s, file=sys.stderr, flush=True))
+            a.devices.split(","), a.dtypes.split(","),
+            log=lambda s: print(s, file=sys.stderr, flush=True), partial=a.json)
   if a.json:
     common.atomic_write(a.json, json.dumps(res, indent=1, default=float))
   print(report(res))
