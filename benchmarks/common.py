@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -336,12 +335,8 @@ def read_jsonl(path: str) -> List[Dict[str, Any]]:
 
 def atomic_write(path: str, text: str) -> None:
   """Writes ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  files.write_text(path, text)
 
 
 def fmt(x, digits: int = 3) -> str:

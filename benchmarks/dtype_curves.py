@@ -22,7 +22,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from typing import Dict, List, Tuple
 
 
@@ -70,14 +69,10 @@ def plot(runs: Dict[str, Dict[str, List[Dict]]], out: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
   fig.tight_layout()
-  folder = os.path.dirname(os.path.abspath(out))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
-  os.close(fd)
-  fig.savefig(tmp, dpi=100)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  with files.atomic_path(out) as tmp:
+    fig.savefig(tmp, dpi=100)
   plt.close(fig)
-  os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-  os.replace(tmp, out)
 
 
 def main(argv=None) -> int:

@@ -258,14 +258,8 @@ def enrich(rec: Dict[str, Any], section: Section, preset: str, info: Dict[str, A
 
 
 def write_jsonl_atomic(path: str, records: List[Dict[str, Any]]) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_")
-  with os.fdopen(fd, "w") as f:
-    for r in records:
-      f.write(json.dumps(r, default=str) + "\n")
-  os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-  os.replace(tmp, path)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  files.write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
 def run_suite(preset: str, out_dir: str, *, budget_s: Optional[float] = None,
@@ -343,11 +337,8 @@ def run_suite(preset: str, out_dir: str, *, budget_s: Optional[float] = None,
   total = time.perf_counter() - t0
   md = report(records, info, notes, preset, total)
   md_path = os.path.join(out_dir, stem + ".md")
-  fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp_")
-  with os.fdopen(fd, "w") as f:
-    f.write(md)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, md_path)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  files.write_text(md_path, md)
   log(md)
   return jsonl, records
 

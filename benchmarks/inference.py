@@ -78,7 +78,7 @@ def _make_songs(src, lengths, folder):
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from d2m_jax import generate, render  # pylint: disable=import-outside-toplevel
+  from d2m_jax import files, generate, render  # pylint: disable=import-outside-toplevel
   src = FLAGS.music or os.path.join(os.path.dirname(REPO), "shared", "data", "music_to_dance",
                                     "DANCE_C_2", "audio.mp3")
   if not os.path.exists(src):
@@ -99,7 +99,7 @@ def main(argv):
         print(f"{name}: cannot build ({type(e).__name__}: {e})", flush=True)
         continue
       fps = generate.task_fps(task)
-      names = tuple(getattr(task, "generation_features", ()))
+      names = tuple(task.generation_features)
       for L in lengths:
         t0 = time.perf_counter()
         music = generate.prepare_music(songs[L], fps, names)  # beats always timed
@@ -130,7 +130,7 @@ def main(argv):
     print("| " + " | ".join("-" if r[c] is None else f"{r[c]:.2f}" if isinstance(r[c], float)
                             else str(r[c]) for c in cols) + " |")
   if FLAGS.out:
-    generate.atomic_write(FLAGS.out, lambda f: f.write(json.dumps(results, indent=1)), mode="w")
+    files.write_text(FLAGS.out, json.dumps(results, indent=1))
   return 0
 
 

@@ -13,16 +13,13 @@ processed dataset and the portable file; no TensorFlow.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 import numpy as np
 
 
 def _config(path):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from d2m_jax import configs  # pylint: disable=import-outside-toplevel
+  return configs.load(path)
 
 
 def main():

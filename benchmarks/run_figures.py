@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -41,13 +40,9 @@ def read_metrics(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _save(fig, out: str):
-  d = os.path.dirname(os.path.abspath(out))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-  os.close(fd)
-  fig.savefig(tmp, dpi=110, bbox_inches="tight")
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, out)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  with files.atomic_path(out) as tmp:
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def curves(workdirs: list[tuple[str, str]], out: str, keys=DEFAULT_KEYS):

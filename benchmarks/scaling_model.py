@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import importlib.util
-import json
 import math
 import os
 import re
@@ -160,10 +158,8 @@ def _find(config, key):
 
 
 def load_config(path: str):
-  spec = importlib.util.spec_from_file_location(f"_scaling_cfg_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from d2m_jax import configs  # pylint: disable=import-outside-toplevel
+  return configs.load(path)
 
 
 def analyse(path: str, batch: int, measure: bool, steps: int) -> dict:
@@ -376,10 +372,9 @@ def main(argv=None):
   for path, why in skipped:
     print(f"\nskipped {path}: {why}")
   if args.json:
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"models": results, "tables": tables, "skipped": skipped}, f, indent=1)
-    os.replace(tmp, args.json)
+    from d2m_jax import files  # pylint: disable=import-outside-toplevel
+    files.write_json(args.json, {"models": results, "tables": tables, "skipped": skipped},
+                     indent=1, sort_keys=False)
   return 0
 
 

@@ -83,10 +83,10 @@ def plot(curves, metric: str, threshold: float, path: str):
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  with files.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def main(argv):
@@ -95,7 +95,8 @@ def main(argv):
   compile_cache.enable(True)
   from d2m_jax.metrics import evaluation  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
-  from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import actions, loop  # pylint: disable=import-outside-toplevel
+  preemption = actions.PreemptionHandler().install()  # SIGTERM: end this seed, skip the rest
   config = FLAGS.config
   for spec in FLAGS.add_eval:
     try:
@@ -117,16 +118,18 @@ def main(argv):
     workdir = os.path.join(FLAGS.out, f"seed_{seed}")
     done = os.path.join(workdir, "time_to_target.json")
     if not os.path.exists(done):
-      loop.train_and_evaluate(c, workdir, task=get_task(c))
+      loop.train_and_evaluate(c, workdir, task=get_task(c), preemption=preemption)
     with open(done) as f:
       rows.append(dict(json.load(f), seed=seed, config=str(c.task), workdir=workdir))
     curves[seed] = curve(workdir, target.metric)
     print(f"seed {seed}: {json.dumps(rows[-1])}", flush=True)
+    if preemption.requested:
+      print("SIGTERM: the remaining seeds are skipped", flush=True)
+      break
   rows.append(summary(rows))
-  tmp = os.path.join(FLAGS.out, "runs.jsonl.tmp")
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  os.replace(tmp, os.path.join(FLAGS.out, "runs.jsonl"))
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
+  files.write_text(os.path.join(FLAGS.out, "runs.jsonl"), "".join(json.dumps(r) + "\n"
+                                                                  for r in rows))
   plot(curves, target.metric, float(target.threshold), os.path.join(FLAGS.out, "curves.png"))
   print(json.dumps(rows[-1], indent=1))
   print(f"wrote {FLAGS.out}/runs.jsonl and {FLAGS.out}/curves.png")

@@ -31,7 +31,6 @@ WGANs that is whatever the task's step takes for its n_critic critic updates).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import sys
@@ -88,46 +87,17 @@ def available_models() -> List[str]:
   return names
 
 
-def _parse_value(v: str):
-  for cast in (int, float):
-    try:
-      return cast(v)
-    except ValueError:
-      pass
-  return {"true": True, "false": False, "none": None}.get(v.lower(), v)
-
-
-def apply_overrides(config, overrides: Dict[str, Any]):
-  """Sets dotted ``key=value`` overrides on a ConfigDict (missing keys are an error)."""
-  for key, value in overrides.items():
-    node = config
-    parts = key.split(".")
-    for p in parts[:-1]:
-      node = node[p]
-    if parts[-1] not in node:
-      raise KeyError(f"config has no field {key!r}")
-    node[parts[-1]] = _parse_value(value) if isinstance(value, str) else value
-  return config
-
-
 def load_config(model: str, overrides: Optional[Dict[str, Any]] = None):
-  """``configs/<model>.py:get_config()`` with :data:`BENCH_OVERRIDES` and ``overrides`` applied.
+  """``configs/<model>.py:get_config()`` with :data:`BENCH_OVERRIDES` and ``overrides`` applied
+  (string values parsed as ``--config.<field>=<value>`` would be: ``d2m_jax.configs.load``).
 
   Raises FileNotFoundError when the model is not there.
   """
-  config = _load_config_file(model)
-  apply_overrides(config, dict(BENCH_OVERRIDES.get(model, {}), **(overrides or {})))
-  return config
-
-
-def _load_config_file(model: str):
+  from d2m_jax import configs  # pylint: disable=import-outside-toplevel
   path = CONFIG_DIR / f"{model}.py"
   if not path.exists():
     raise FileNotFoundError(f"configs/{model}.py does not exist (model not written yet)")
-  spec = importlib.util.spec_from_file_location(f"_bench_config_{model}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return configs.load(str(path), dict(BENCH_OVERRIDES.get(model, {}), **(overrides or {})))
 
 
 FEATURE_DIMS = {"d2m28": 28, "fact35": 35, "mfcc20": 20, "mel_tempogram512": 512}
@@ -152,7 +122,7 @@ def synthetic_stats(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 def forward_fn(task):
   """The forward-only function of ``task``, or (None, reason)."""
   from d2m_jax.train.task import Task
-  if callable(getattr(task, "forward", None)):
+  if task.supports("forward"):
     return (lambda state, batch: task.forward(state, batch)), "forward"
   if type(task).eval_step is not Task.eval_step:
     return (lambda state, batch: task.eval_step(state, batch)), "eval_step"

@@ -19,21 +19,17 @@ run (``--config.model.dance_hidden=256 --config.model.z_dance=128``, stage 1 red
 discriminators learn (the total is a GAN objective, not expected to fall monotonically). The
 paper trains 1500 epochs at batch 256.
 """
-import importlib.util
-import os
-
 import ml_collections
 
+from d2m_jax import configs
 from d2m_jax.train.defaults import base_config
+
+VARIANTS = ("mocap", "openpose")
 
 
 def decomp_model_config(pose_size: int):
-  """``model_config`` of configs/d2m_decomposition.py (loaded by path: configs/ is no package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "d2m_decomposition.py")
-  spec = importlib.util.spec_from_file_location("_d2m_decomposition_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.model_config(pose_size)
+  """``model_config`` of configs/d2m_decomposition.py."""
+  return configs.module("d2m_decomposition").model_config(pose_size)
 
 
 def get_config(variant: str = "mocap"):

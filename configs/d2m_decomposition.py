@@ -42,6 +42,9 @@ def model_config(pose_size: int = 69):
   return m
 
 
+VARIANTS = ("mocap", "openpose")
+
+
 def get_config(variant: str = "mocap"):
   c = base_config()
   c.task = "d2m_decomposition"

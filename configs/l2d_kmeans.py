@@ -6,15 +6,10 @@
 default: ~700 clips; the real train split: ~2000 clips of 1150-d); prints the inertia. The
 classifier config shares these fields, so it can also fit the clusters itself at start-up.
 """
-import importlib.util
-import os
+from d2m_jax import configs
 
 
 def get_config():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "l2d_classifier.py")
-  spec = importlib.util.spec_from_file_location("l2d_classifier_config", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = configs.module("l2d_classifier").get_config()
   c.task = "l2d_kmeans"
   return c

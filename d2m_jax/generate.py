@@ -30,10 +30,11 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import skeleton as skel
 from d2m_jax.data.errors import DataError
 
@@ -185,16 +186,16 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
 
 def uses_beats(task) -> bool:
   """Whether ``task.generate`` reads the music beats (``generation_uses_beats``, default True)."""
-  return bool(getattr(task, "generation_uses_beats", True))
+  return bool(task.generation_uses_beats)
 
 
 def task_fps(task) -> float:
-  return float(getattr(task, "fps", None) or skel.MOCAP_FPS)
+  return float(task.fps or skel.MOCAP_FPS)
 
 
 def skeleton_for(task, joints_shape) -> str:
   """The skeleton name: ``task.skeleton`` if set, else inferred from (J, C)."""
-  name = getattr(task, "skeleton", None)
+  name = task.skeleton
   if name:
     return name
   j, c = joints_shape[-2:]
@@ -204,10 +205,59 @@ def skeleton_for(task, joints_shape) -> str:
   raise ValueError(f"no skeleton with {j} joints x {c} dims; set task.skeleton")
 
 
+# Rough working set of generation per float of input features and of output joints (the models
+# keep per-sample copies of the music features, their hidden states and the joints in float32;
+# the factor is an upper estimate, e.g. wgan_audio on a 30 s song: ~2.8 MB per sample measured
+# as an out-of-memory request for 10,000 samples).
+GENERATION_BYTES_PER_FLOAT = 4 * 4
+_MAX_JOINT_FLOATS = 25 * 3   # the largest skeleton (openpose25 x, y, c / mocap23 x 3)
+
+
+def generation_bytes(music: "Music", num_samples: int) -> int:
+  """Rough upper estimate of the memory one batched ``task.generate`` call needs."""
+  floats = sum(int(np.size(v)) for v in music.feats.values())
+  floats += music.num_frames * _MAX_JOINT_FLOATS
+  return int(num_samples) * floats * GENERATION_BYTES_PER_FLOAT
+
+
+def available_memory_bytes() -> Optional[int]:
+  """Free memory of the default device (accelerators: its allocator's limit minus what is in
+  use; CPU: the host's MemAvailable); None when unknown."""
+  import jax  # pylint: disable=import-outside-toplevel
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def check_generation_fits(music: "Music", num_samples: int):
+  """Refuses (:class:`~d2m_jax.train.errors.ResourceError`, one line with the estimate) a
+  generation batch larger than the free memory, before any work."""
+  from d2m_jax.train.errors import ResourceError  # pylint: disable=import-outside-toplevel
+  need, have = generation_bytes(music, num_samples), available_memory_bytes()
+  if have is None or need <= have:
+    return
+  fit = max(1, int(num_samples * have // need))
+  raise ResourceError(
+      f"--num_samples={num_samples}: {num_samples} dances of {music.num_frames} frames need "
+      f"about {need / 1e9:.1f} GB (rough estimate), {have / 1e9:.1f} GB are free; ask for at "
+      f"most about {fit} samples per call, or a shorter song")
+
+
 def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int = 0):
   """One batched ``task.generate`` call -> (num_samples, num_frames, J, C) float32 numpy."""
   import jax  # pylint: disable=import-outside-toplevel
-  if not hasattr(task, "generate"):
+  if not task.supports("generate"):
     raise ValueError(f"task {getattr(task, 'name', task)!r} cannot generate dances "
                      "(no generate method)")
   rng = jax.random.PRNGKey(seed)
@@ -221,21 +271,6 @@ def generate_dance(task, state, music: Music, *, num_samples: int = 1, seed: int
   if not np.all(np.isfinite(joints)):
     raise ValueError("task.generate returned non-finite joints")
   return joints
-
-
-def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-  """Calls ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace``s it."""
-  path = os.path.abspath(path)
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-  try:
-    with open(tmp, mode) as f:
-      write(f)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def save_dance(out_path: str, joints: np.ndarray, *, fps: float, skeleton: str,
@@ -261,7 +296,7 @@ def save_dance(out_path: str, joints: np.ndarray, *, fps: float, skeleton: str,
     payload["music_beats"] = np.asarray(music.beats, np.int64)
     payload["music_path"] = np.array(os.path.abspath(music.path))
     payload["tempo_bpm"] = np.float32(music.tempo_bpm)
-  atomic_write(out_path, lambda f: np.savez(f, **payload))
+  files.save_npz(out_path, **payload)
   return out_path
 
 
@@ -291,18 +326,21 @@ def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
   t0 = time.perf_counter()
   decoded = _load_audio(music_path)
   decode_s = time.perf_counter() - t0
-  from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(checkpoint):
-    raise FileNotFoundError(f"{checkpoint}: checkpoint folder not found")
+  from d2m_jax.tasks import GENERATOR_TASKS, restore_workdir  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  # a trained generator workdir (config.json of a generator task, a checkpoint), before restoring
+  workdir_lib.check_trained_workdir(checkpoint, "--checkpoint", GENERATOR_TASKS,
+                                    need_config=config is None)
   t0 = time.perf_counter()
   state, config, task = restore_workdir(checkpoint, config=config, step=step)
   restore_s = time.perf_counter() - t0
   fps = task_fps(task)
-  music = prepare_music(music_path, fps, tuple(getattr(task, "generation_features", ())),
+  music = prepare_music(music_path, fps, tuple(task.generation_features),
                         max_seconds=max_seconds, decoded=decoded,
                         with_beats=render or uses_beats(task))
   music.timings["decode"] = decode_s
   music.timings["restore"] = restore_s
+  check_generation_fits(music, num_samples)
   joints = generate_dance(task, state, music, num_samples=num_samples, seed=seed)
   sk = skeleton_for(task, joints.shape)
   out = save_dance(out_path, joints, fps=fps, skeleton=sk, music=music,

@@ -17,6 +17,7 @@ system ``PATH``, in that order; :func:`find_ffmpeg` raises a clear error when no
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import skeleton as skel
 
 _SIDE_COLOURS = {"A": "#d62728", "B": "#1f77b4", "C": "#444444"}
@@ -183,9 +185,9 @@ def render_dance(joints: np.ndarray, *, skeleton: str, fps: float, out_mp4: Opti
   w, h = canvas.get_width_height()
 
   ffmpeg = find_ffmpeg()
-  tmp_paths, cmd = [], [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-                        "-f", "rawvideo", "-pix_fmt", "rgba", "-s", f"{w}x{h}",
-                        "-r", f"{fps:g}", "-i", "pipe:0"]
+  cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "rawvideo", "-pix_fmt", "rgba", "-s", f"{w}x{h}",
+         "-r", f"{fps:g}", "-i", "pipe:0"]
   duration = T / float(fps)
   if music_path is not None and out_mp4 is not None:
     cmd += ["-ss", f"{music_offset:.3f}", "-t", f"{duration:.3f}", "-i", music_path]
@@ -202,12 +204,10 @@ def render_dance(joints: np.ndarray, *, skeleton: str, fps: float, out_mp4: Opti
     vm = "[vm]"
   cmd += ["-filter_complex", ";".join(filters)]
 
+  outputs = contextlib.ExitStack()   # each output: a temporary file, os.replace'd on success
+
   def tmp_for(path):
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    tmp_paths.append((tmp, path))
-    return tmp
+    return outputs.enter_context(files.atomic_path(os.path.abspath(path)))
 
   if out_mp4:
     cmd += ["-map", vm]
@@ -225,39 +225,37 @@ def render_dance(joints: np.ndarray, *, skeleton: str, fps: float, out_mp4: Opti
   if progress:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     frames_iter = tqdm(frames_iter, desc="render", unit="frame")
-  proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    for t in frames_iter:
-      canvas.restore_region(background)
-      lc.set_segments(segs[t])
-      sc.set_offsets(p2[t])
-      ax.draw_artist(lc)
-      ax.draw_artist(sc)
-      if t in beat_set:
-        ax.draw_artist(beat_dot)
-      if cursor is not None:
-        cursor.set_offsets([[centre[0] - half + 2 * half * (t + 0.5) / T,
-                             centre[1] - half * 0.985]])
-        ax.draw_artist(cursor)
-      proc.stdin.write(canvas.buffer_rgba())
-    proc.stdin.close()
-    err = proc.stderr.read().decode(errors="replace")
-    rc = proc.wait()
-    if rc != 0:
-      raise RuntimeError(f"ffmpeg failed (exit {rc}) writing {out_mp4 or out_gif}: {err.strip()}")
-    for tmp, final in tmp_paths:
-      os.replace(tmp, final)
-  except BrokenPipeError:
-    err = proc.stderr.read().decode(errors="replace")
-    proc.wait()
-    raise RuntimeError(f"ffmpeg stopped early writing {out_mp4 or out_gif}: {err.strip()}") from None
-  finally:
-    if proc.poll() is None:
-      proc.kill()
+  with outputs:  # the temporary files become the outputs only when ffmpeg succeeded
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+      for t in frames_iter:
+        canvas.restore_region(background)
+        lc.set_segments(segs[t])
+        sc.set_offsets(p2[t])
+        ax.draw_artist(lc)
+        ax.draw_artist(sc)
+        if t in beat_set:
+          ax.draw_artist(beat_dot)
+        if cursor is not None:
+          cursor.set_offsets([[centre[0] - half + 2 * half * (t + 0.5) / T,
+                               centre[1] - half * 0.985]])
+          ax.draw_artist(cursor)
+        proc.stdin.write(canvas.buffer_rgba())
+      proc.stdin.close()
+      err = proc.stderr.read().decode(errors="replace")
+      rc = proc.wait()
+      if rc != 0:
+        raise RuntimeError(
+            f"ffmpeg failed (exit {rc}) writing {out_mp4 or out_gif}: {err.strip()}")
+    except BrokenPipeError:
+      err = proc.stderr.read().decode(errors="replace")
       proc.wait()
-    for tmp, _ in tmp_paths:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+      raise RuntimeError(
+          f"ffmpeg stopped early writing {out_mp4 or out_gif}: {err.strip()}") from None
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
   return dict(mp4=out_mp4 and os.path.abspath(out_mp4), gif=out_gif and os.path.abspath(out_gif),
               frames=T, seconds=time.perf_counter() - t_start)
 

@@ -32,7 +32,7 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  from d2m_jax.generate import atomic_write  # pylint: disable=import-outside-toplevel
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
   from d2m_jax.models import d2m_motion  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
 
@@ -54,7 +54,7 @@ def main(argv):
         f"{3 * batch['units'].shape[0]} units:")
   print(d2m_motion.markdown_table(rows))
   if FLAGS.out:
-    atomic_write(FLAGS.out, lambda f: f.write(json.dumps(rows, indent=1)), mode="w")
+    files.write_text(FLAGS.out, json.dumps(rows, indent=1))
     print(f"wrote {FLAGS.out}")
   return 0
 

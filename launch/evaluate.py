@@ -52,8 +52,10 @@ flags.DEFINE_list("evals", [], "With --evals_of: the evaluator names to run (def
 flags.mark_flag_as_required("out_dir")
 
 
-def _workdirs(specs, flag, need_name):
-  """[(name, workdir)] from NAME=WORKDIR (or WORKDIR: name = its basename) specs."""
+def _workdirs(specs, flag, need_name, tasks):
+  """[(name, workdir)] from NAME=WORKDIR (or WORKDIR: name = its basename) specs; each a trained
+  workdir of one of ``tasks`` (checked on its config.json and checkpoints, before any data)."""
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   out = []
   for spec in specs:
     if "=" in spec:
@@ -64,6 +66,7 @@ def _workdirs(specs, flag, need_name):
       name, wd = os.path.basename(os.path.normpath(spec)), spec
     if not os.path.isdir(wd):
       raise ValueError(f"--{flag} {name}: workdir {wd} not found")
+    workdir_lib.check_trained_workdir(wd, f"--{flag} {name}", tasks)
     if name in [n for n, _ in out]:
       raise ValueError(f"--{flag}: name {name!r} given twice")
     out.append((name, wd))
@@ -119,12 +122,20 @@ def main(argv):
   from d2m_jax.metrics import style_eval, unseen  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
 
+  from d2m_jax.tasks import (DANCE_CLASSIFIER_TASKS, GENERATOR_TASKS,  # pylint: disable=import-outside-toplevel
+                             STYLE_MODEL_TASKS)
+  from d2m_jax.train import cli, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   try:
-    models = _workdirs(FLAGS.model, "model", need_name=True)
-    style_models = _workdirs(FLAGS.style_model, "style_model", need_name=False)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    models = _workdirs(FLAGS.model, "model", True, GENERATOR_TASKS)
+    style_models = _workdirs(FLAGS.style_model, "style_model", False, STYLE_MODEL_TASKS)
+    if FLAGS.style_classifier:
+      workdir_lib.check_trained_workdir(FLAGS.style_classifier, "--style_classifier",
+                                        DANCE_CLASSIFIER_TASKS)
+    if os.path.exists(FLAGS.out_dir) and not os.path.isdir(FLAGS.out_dir):
+      raise workdir_lib.WorkdirError(f"--out_dir={FLAGS.out_dir} is a file, not a folder")
+    workdir_lib.check_not_locked(os.path.join(FLAGS.out_dir, "eval.json"), "--out_dir")
+  except (ValueError, *cli.USER_ERRORS) as e:
+    cli.fail(str(e), 2)
   t_all = time.perf_counter()
   items = None   # unseen.TestSequence per test sequence with audio (music style, generation)
   import importlib.util  # pylint: disable=import-outside-toplevel
@@ -170,7 +181,7 @@ def main(argv):
     t0 = time.perf_counter()
     state, cfg, task = restore_workdir(wd)
     fps = generate.task_fps(task)
-    names = tuple(getattr(task, "generation_features", ()))
+    names = tuple(task.generation_features)
     if FLAGS.test_raw_dir or use_processed:
       musics = [generate.music_from_processed(it.processed, names) for it in items]
     else:
@@ -217,4 +228,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  from d2m_jax.train import cli as _cli  # noqa: E402  pylint: disable=g-import-not-at-top
+  app.run(lambda argv: sys.exit(_cli.guarded(main, argv, code=2)),
+          flags_parser=_cli.flags_parser(()))

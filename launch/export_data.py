@@ -38,6 +38,13 @@ def main(argv):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import batch_keys  # pylint: disable=import-outside-toplevel
 
+  from d2m_jax.train import cli, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  if os.path.isdir(FLAGS.out):
+    cli.fail(f"--out={FLAGS.out} is a folder; give a file name (.npz)", 2)
+  try:
+    workdir_lib.check_not_locked(FLAGS.out, "--out")
+  except cli.USER_ERRORS as e:
+    cli.fail(str(e), 2)
   config = FLAGS.config
   dc = config.data.copy_and_resolve_references()
   with dc.unlocked():
@@ -70,4 +77,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  from d2m_jax.train import cli as _cli  # noqa: E402  pylint: disable=g-import-not-at-top
+  app.run(lambda argv: sys.exit(_cli.guarded(main, argv, code=2)),
+          flags_parser=_cli.flags_parser(("config",)))

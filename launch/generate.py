@@ -11,8 +11,10 @@ r"""Any song -> dance joints (.npz), and optionally a stick-figure video with th
   task and config used), written atomically. ``--render`` adds ``OUT.mp4`` (H.264 + the music) and
   ``OUT.gif`` next to it (``OUT_<i>.*`` per sample when N > 1).
 
-Bad input (missing/corrupt/empty/unsupported music, missing checkpoint) prints one line naming the
-file and the problem and exits with status 2; no output file is left behind.
+Bad input (missing/corrupt/empty/unsupported music, a folder that is no trained generator
+workdir, a damaged checkpoint, ``--out`` a folder or inside a workdir a training holds, more
+samples than the memory holds: refused before generating, with the estimate) prints one line
+naming the file and the problem and exits with status 2; no output file is left behind.
 """
 import json
 import os
@@ -47,9 +49,16 @@ def main(argv):
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.render import FFmpegNotFound  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import cli, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   if FLAGS.num_samples < 1:
     print("error: --num_samples must be >= 1", file=sys.stderr)
     return 2
+  try:  # the output path first; the workdir is checked right after the music is decoded
+    if os.path.isdir(FLAGS.out):
+      raise workdir_lib.WorkdirError(f"--out={FLAGS.out} is a folder; give a file name (.npz)")
+    workdir_lib.check_not_locked(FLAGS.out, "--out")
+  except cli.USER_ERRORS as e:
+    cli.fail(str(e), 2)
   try:
     result = generate.generate_from_checkpoint(
         FLAGS.music, FLAGS.checkpoint, FLAGS.out, config=FLAGS.config,
@@ -60,6 +69,8 @@ def main(argv):
   except (FileNotFoundError, FFmpegNotFound) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except cli.USER_ERRORS as e:  # damaged checkpoint, generation too large for the memory, ...
+    cli.fail(str(e), 2)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -73,4 +84,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  from d2m_jax.train import cli as _cli  # noqa: E402  pylint: disable=g-import-not-at-top
+  app.run(lambda argv: sys.exit(_cli.guarded(main, argv, code=2)),
+          flags_parser=_cli.flags_parser(("config",)))

@@ -23,21 +23,17 @@ def main(argv):
   del argv
   import numpy as np
   import soundfile as sf
+  from d2m_jax import files
   from d2m_jax.data import synthetic
   rng = np.random.default_rng([FLAGS.seed, "CRTW".index(FLAGS.style)])
   bpm = synthetic.STYLE_TEMPO[FLAGS.style][0] * rng.uniform(0.96, 1.04)
   wave = synthetic.synth_music(FLAGS.style, bpm, FLAGS.seconds, rng.uniform(0.1, 0.6),
                                int(rng.integers(45, 57)), rng)
   out = os.path.abspath(FLAGS.out)
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  root, ext = os.path.splitext(out)
-  tmp = f"{root}.tmp{os.getpid()}{ext}"
   try:
-    sf.write(tmp, wave.astype(np.float32), synthetic.SR)
-    os.replace(tmp, out)
+    with files.atomic_path(out) as tmp:   # same extension: soundfile picks the format from it
+      sf.write(tmp, wave.astype(np.float32), synthetic.SR)
   except Exception as e:  # unsupported extension, unwritable folder, ...
-    if os.path.exists(tmp):
-      os.remove(tmp)
     print(f"error: {out}: cannot write audio ({e})", file=sys.stderr)
     return 1
   print(f"wrote {out}: {FLAGS.seconds:g} s, style {FLAGS.style}, {bpm:.1f} BPM")

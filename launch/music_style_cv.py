@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from d2m_jax import files  # noqa: E402
 from d2m_jax.data import ingest, pipeline  # noqa: E402
 from d2m_jax.data.skeleton import STYLES  # noqa: E402
 from d2m_jax.tasks import get_task  # noqa: E402
@@ -132,10 +133,7 @@ def main(argv):
                  songs=songs, seconds=time.time() - t0)
   print(json.dumps({k: v for k, v in summary.items() if k != "songs"}, indent=1))
   if FLAGS.out:
-    tmp = FLAGS.out + ".tmp"
-    with open(tmp, "w") as fh:
-      json.dump(summary, fh, indent=1)
-    os.replace(tmp, FLAGS.out)
+    files.write_json(FLAGS.out, summary, indent=1, sort_keys=False)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 Any config field can be overridden, e.g. ``--config.num_train_steps=200
 --config.parallel=pmap --config.data.batch_size=64``. A workdir that holds a checkpoint resumes
 from it (exactly, data order included). SIGTERM saves a checkpoint and exits 0; a NaN/inf loss or
-bad input exits 1 with a one-line reason. The loop lives in ``d2m_jax.train.loop``.
+bad input exits 1 with a one-line reason (a config key that does not exist, a missing config
+file, a workdir that is a file, read-only or held by another training, a resume whose config
+differs from the workdir's, a damaged checkpoint, a full disk: see docs/training.md). The loop lives in ``d2m_jax.train.loop``.
 """
+import errno
 import logging as pylogging
 import os
 import sys
@@ -66,22 +69,23 @@ def main(argv):
   # Registers the evaluation layer's evaluator kinds (dance_metrics) with the engine.
   from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import cli  # pylint: disable=import-outside-toplevel,redefined-outer-name
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
   try:
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=get_task(FLAGS.config),
                             preemption=preemption)
   except loop.NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
-  except Exception as e:  # pylint: disable=broad-except
-    name = type(e).__name__
-    if name == "DataError" or isinstance(e, (ValueError, FileNotFoundError, RuntimeError, ImportError, KeyError)):
-      print(f"error: {name}: {e}", file=sys.stderr, flush=True)
-      if os.environ.get("D2M_TRACEBACK"):
-        raise
-      sys.exit(1)
+    cli.fail(str(e))
+  except cli.USER_ERRORS as e:  # DataError, config/workdir/lock/checkpoint/disk errors
+    cli.fail(str(e))
+  except OSError as e:
+    if e.errno == errno.ENOSPC:
+      cli.fail(f"no space left on the device holding {FLAGS.workdir}: {e}")
     raise
+  except (ValueError, FileNotFoundError, RuntimeError, ImportError, KeyError) as e:
+    cli.fail(f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from d2m_jax.train import cli  # noqa: E402  pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.flags_parser(("config",)))

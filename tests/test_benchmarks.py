@@ -150,10 +150,24 @@ def test_missing_model_is_skipped_with_a_message(tmp_path):
   assert json.loads(out.read_text().splitlines()[0])["skipped"] == recs[0]["skipped"]
 
 
-def test_original_figures_attached():
-  d = ts.original_cpu("d2m_decomposition", 32)
-  assert d["orig_torch_1t_examples_per_s"] == pytest.approx(0.299 * 32)
-  assert ts.original_cpu("wgan_audio", 32)["orig_torch_1t_examples_per_s"] is None
+def test_sweep_attaches_the_original_figures_to_train_records(monkeypatch, tmp_path):
+  """A sweep's train records carry the original PyTorch figure of that model and batch (and
+  the table shows it); forward records and batches without a published figure carry none."""
+  def fake_measure(self, batch_size, mode, **kw):
+    del self, kw
+    return {"step_median_s": 0.5, "step_p90_s": 0.5, "examples_per_s": 2.0 * batch_size,
+            "compile_s": 1.0, "tflops_per_s": None, "mfu": None, "via": mode}
+  monkeypatch.setattr(ts.Bench, "measure", fake_measure)
+  out = tmp_path / "r.jsonl"
+  recs = ts.sweep("style_paper", batches=[32, 64], dtypes=["float32"], modes=["train", "fwd"],
+                  budget_s=1e9, out=str(out), timing_kw={})
+  by = {(r["mode"], r["batch"]): r for r in recs}
+  assert by[("train", 32)]["orig_torch_1t_examples_per_s"] == pytest.approx(232 * 32)
+  assert by[("train", 32)]["orig_torch_2t_examples_per_s"] == pytest.approx(70.6 * 32)
+  assert by[("train", 64)]["orig_torch_1t_examples_per_s"] is None      # not published
+  assert "orig_torch_1t_examples_per_s" not in by[("fwd", 32)]
+  assert common.read_jsonl(str(out))[0]["orig_torch_1t_examples_per_s"] == pytest.approx(7424)
+  assert ts.table([by[("train", 32)]]).rstrip().endswith("| 7,424 | 2,259 |")
 
 
 def test_run_all_report_writes_tables_and_plots(tmp_path):

@@ -170,3 +170,24 @@ def test_ingest_skip_reports_and_fail_leaves_nothing(tiny_data_cfg, tmp_path):
   assert any("SKIPPED DANCE_R_1" in s for s in lines)
   assert [r["name"] for r in man["sequences"]] == ["DANCE_C_1"]
   assert sorted(os.listdir(out / "seq")) == ["DANCE_C_1.npz"] and (out / "stats.npz").exists()
+
+
+def test_every_raw_folder_is_accounted_for(tiny_data_cfg, tmp_path):
+  """Folders that do not match the layout are listed as skipped, with the reason (issue 26)."""
+  raw = pipeline.raw_dir(tiny_data_cfg)
+  root = tmp_path / "raw"
+  shutil.copytree(os.path.join(raw, "DANCE_C_1"), root / "DANCE_C_1")
+  shutil.copytree(os.path.join(raw, "v2_synthetic", "DANCE_C_1"),
+                  root / "v2_synthetic" / "DANCE_C_1")
+  shutil.copytree(os.path.join(raw, "DANCE_R_1"), root / "dance_r_1")   # wrongly named
+  (root / "notes").mkdir()
+  (root / "README.txt").write_text("files are not sequence folders\n")
+  lines = []
+  man = ingest.ingest("music_to_dance", str(root), str(tmp_path / "out"), log=lines.append)
+  assert [r["name"] for r in man["sequences"]] == ["DANCE_C_1"]
+  skipped = {s["name"]: s["problem"] for s in man["skipped"]}
+  assert sorted(skipped) == ["dance_r_1", "notes"]
+  assert skipped["dance_r_1"].endswith("rename it DANCE_R_1 (names are case-sensitive)")
+  assert skipped["notes"].startswith("folder name is not DANCE_<C|R|T|W>_<n>")
+  assert any(ln.startswith(f"SKIPPED dance_r_1: {root / 'dance_r_1'}: folder name") for ln in lines)
+  assert lines[-1].endswith("skipped 2")

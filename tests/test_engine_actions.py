@@ -77,6 +77,15 @@ def test_target_stops_run_and_records_time_to_target(tmp_path):
              for r in evals)
   assert all(r["eval_val/seconds"] > 0 for r in evals)
 
+  # A target met at a periodic evaluation: that evaluation is also the final one (not rerun).
+  c = with_evals(tiny_config(10))
+  c.target = ml_collections.ConfigDict(dict(metric="eval_val/accuracy", threshold=-1.0))
+  train(c, str(tmp_path / "at_eval"), train_iter=data_from, eval_iter_fn=eval_data)
+  rows = metrics_rows(tmp_path / "at_eval")
+  assert [r["step"] for r in rows if "eval_val/accuracy" in r] == [2]
+  ev = json.loads((tmp_path / "at_eval" / "eval.json").read_text())
+  assert ev["final"]["val"]["step"] == 2
+
 
 def test_exact_resume_with_evaluations_on(tmp_path):
   """Evaluations every 2 steps do not change training: a run stopped at 4 and resumed to 6
@@ -126,6 +135,7 @@ def test_motion_ratio_evaluator_against_numpy():
                   for b in batches[:2]])
   np.testing.assert_allclose(out["real_motion"], real, rtol=1e-6)
   np.testing.assert_allclose(out["half_ratio"], 0.5, rtol=1e-6)
+  np.testing.assert_allclose(out["half_log_ratio"], np.log(2.0), rtol=1e-6)
   assert out["num_batches"] == 2 and out["seconds"] > 0
 
 

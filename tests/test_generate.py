@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from d2m_jax import generate
+from d2m_jax import files, generate
 from d2m_jax.data.errors import DataError
 from d2m_jax.train.task import Task
 
@@ -119,5 +119,5 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError("disk full")
 
   with pytest.raises(RuntimeError):
-    generate.atomic_write(str(target), boom)
+    files.write_with(str(target), boom)
   assert os.listdir(tmp_path) == []

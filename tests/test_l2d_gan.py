@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from d2m_jax.models.learn2dance_gan import (PoseCritic, SeqGenerator,
-                                            gradient_penalty, interpolate)
+from d2m_jax.models.learn2dance_gan import PoseCritic, SeqGenerator
+from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 
 
 def test_gradient_penalty_is_nonzero_and_matches_finite_differences():
@@ -14,7 +14,7 @@ def test_gradient_penalty_is_nonzero_and_matches_finite_differences():
   x = np.random.default_rng(0).normal(size=(B, P)).astype(np.float32)
   params = critic.init(jax.random.key(0), x)
   f = lambda v: critic.apply(params, v)  # noqa: E731  (inference mode: deterministic)
-  gp = float(jax.jit(lambda v: gradient_penalty(f, v))(x))
+  gp = float(jax.jit(lambda v: gradient_penalty(f, [v])[0])(x))
   # Central differences per sample and coordinate (the critic is piecewise linear, so a small
   # step stays inside one linear piece and the estimate is accurate).
   eps = 1e-3
@@ -34,7 +34,7 @@ def test_gradient_penalty_is_nonzero_and_matches_finite_differences():
 
 def test_interpolate_is_per_sample_convex_combination():
   real, fake = jnp.ones((5, 3)), jnp.zeros((5, 3))
-  x = np.asarray(interpolate(jax.random.key(0), real, fake))
+  x = np.asarray(interpolate(real, fake, jax.random.uniform(jax.random.key(0), (5,))))
   assert np.all((x >= 0) & (x <= 1))
   np.testing.assert_allclose(x, np.repeat(x[:, :1], 3, 1))   # one alpha per sample
   assert np.std(x[:, 0]) > 0

@@ -10,7 +10,9 @@ Layer order, top to bottom (a module may import from its own layer and any layer
   engine                       d2m_jax.train (handed a Task; never looks tasks up itself)
   models                       d2m_jax.models, d2m_jax.metrics (the pure metrics)
   nn                           d2m_jax.nn (layers, recurrences, collectives)
-  ground                       d2m_jax.data, d2m_jax.compile_cache, d2m_jax.target,
+  ground                       d2m_jax.data, d2m_jax.compile_cache, d2m_jax.configs (config
+                               loading, optional fields), d2m_jax.files (atomic writes),
+                               d2m_jax.target (the backend a program is traced for),
                                d2m_jax/__init__.py
 
 Every import is checked, function-local (lazy) ones included, by parsing the source with ``ast``
@@ -35,7 +37,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("engine", ("d2m_jax.train",)),
     ("models", ("d2m_jax.models", "d2m_jax.metrics")),
     ("nn", ("d2m_jax.nn",)),
-    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.target", "d2m_jax")),
+    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.configs", "d2m_jax.files",
+                "d2m_jax.target", "d2m_jax")),
 ]
 
 
@@ -130,3 +133,61 @@ def test_checker_allows_downward_and_sibling_imports():
   assert not upward_imports("from d2m_jax.train.task import Task\n", "d2m_jax.tasks.style")
   assert not upward_imports("from d2m_jax.data import pipeline\n", "d2m_jax.train.loop")
   assert not upward_imports("from . import rnn\n", "d2m_jax.nn", is_package=True)
+
+
+def import_graph() -> dict:
+  """{module: sorted d2m_jax modules it imports} over every module of the package, function-local
+  imports included (a lazy import still makes a cycle: each module needs the other)."""
+  graph = {}
+  for p in _package_files():
+    m = module_name(p)
+    graph[m] = sorted({t for _, t in imported_modules(p.read_text(), m, p.name == "__init__.py")
+                       if (t == "d2m_jax" or t.startswith("d2m_jax.")) and t != m})
+  return graph
+
+
+def import_cycles(graph: dict) -> List[List[str]]:
+  """The strongly connected components of more than one module (Tarjan), each sorted."""
+  index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in graph.get(v, ()):
+      if w not in graph:
+        continue
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        comp.append(w)
+        if w == v:
+          break
+      if len(comp) > 1:
+        cycles.append(sorted(comp))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return cycles
+
+
+def test_import_cycles_are_found():
+  g = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"], "e": ["e2"], "e2": []}
+  assert import_cycles(g) == [["a", "b", "c"]]
+  assert import_cycles({"x": ["y"], "y": []}) == []
+
+
+def test_no_import_cycles_inside_the_package():
+  graph = import_graph()
+  assert "d2m_jax.nn.rnn_pallas" in graph.get("d2m_jax.nn.rnn", [])   # the walk sees imports
+  cycles = import_cycles(graph)
+  assert not cycles, "import cycles (lazy imports count):\n" + "\n".join(
+      " <-> ".join(c) for c in cycles)

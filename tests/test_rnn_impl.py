@@ -162,7 +162,7 @@ def test_pallas_padding_helpers():
 def test_pallas_gru_lowers_to_triton_for_gpu(monkeypatch, dtype):
   """The forward and backward kernels pass the Pallas -> Triton lowering (block shapes, loads,
   stores, dots, the in-kernel fori_loop): two Triton calls in the gradient's HLO for CUDA.
-  (Compiling Triton to PTX needs a GPU; gpu_smoke() does that there.)"""
+  (Compiling Triton to PTX needs a GPU; rnn.pallas_gpu_smoke() does that there.)"""
   monkeypatch.setattr(rnn_pallas, "_use_interpret", lambda: False)
   xp, h0 = jnp.ones((T, B, 3 * 50)), jnp.ones((B, 50))
   w, b = jnp.ones((50, 3 * 50)), jnp.ones((150,))

@@ -319,3 +319,14 @@ def compute_all(wave: np.ndarray, sr: float, fps: float, num_frames: int,
       out.update(compute_features(wave, sr, fps, num_frames, [name]))
   beats, tempo = grid.beats()
   return out, beats, tempo
+
+
+def warm_kernels():
+  """Compiles (or loads) every numba kernel the features use, in this process (the warm-up child
+  of :func:`d2m_jax.data.numba_cache.ensure_warm`)."""
+  from d2m_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  fps, seconds = 25.0, 2.0                      # 2 s of the embedded default's cha-cha music
+  y = synthetic.synth_music("C", 120.0, seconds, 0.1, 50, np.random.default_rng(0))
+  y = np.asarray(y, np.float32)
+  compute_all(y, synthetic.SR, fps, int(fps * seconds))
+  beat_frames(y, synthetic.SR, fps, int(fps * seconds))

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import features as feat_lib
 from d2m_jax.data import numba_cache, readers, skeleton
@@ -59,9 +60,7 @@ def process_sequence(seq: readers.Sequence) -> dict:
 
 
 def save_npz(path: str, arrays: dict):
-  tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  files.save_npz(path, **arrays)
 
 
 def load_processed(path: str) -> dict:
@@ -234,6 +233,10 @@ def _ingest_once(source, raw_dir, processed_dir, *, on_error, num_workers, split
   os.makedirs(os.path.join(tmp_dir, "seq"))
   t0 = time.time()
   records, skipped = [], []
+  if source in ("synthetic", "music_to_dance"):  # every raw folder accounted for
+    for info in readers.unmatched_folders(raw_dir):
+      skipped.append(info)
+      log(f"SKIPPED {info['name']}: {info['path']}: {info['problem']}")
   try:
     jobs = [(source, it, opts, process_fn) for it in items]
     fault_was_enabled = faulthandler.is_enabled()

@@ -31,13 +31,17 @@ import subprocess
 import sys
 import time
 
+from d2m_jax import files
+
 ENV = "NUMBA_CACHE_DIR"
 WARMING_ENV = "D2M_NUMBA_WARMING"      # set in the warm-up child: no nested warm-up
 MARKER = "d2m_warm.json"
 LOCK = ".d2m_compile.lock"
 WARM_VERSION = 1                       # bump when the features start using other kernels
 _LIBROSA_MODULES = ("librosa.util", "librosa.onset", "librosa.beat", "librosa.feature")
-_WARM_CODE = "from d2m_jax.data import numba_cache; numba_cache.warm_here()"
+# The warm-up child runs the features themselves (features imports this module, never the
+# reverse: no import cycle).
+_WARM_CODE = "from d2m_jax.data import features; features.warm_kernels()"
 
 
 class NumbaCacheError(RuntimeError):
@@ -106,17 +110,6 @@ def import_librosa():
   return librosa
 
 
-def warm_here():
-  """Compiles (or loads) every kernel the features use, in this process (the warm-up child)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from d2m_jax.data import features, synthetic  # pylint: disable=import-outside-toplevel
-  fps, seconds = 25.0, 2.0                      # 2 s of the embedded default's cha-cha music
-  y = synthetic.synth_music("C", 120.0, seconds, 0.1, 50, np.random.default_rng(0))
-  y = np.asarray(y, np.float32)
-  features.compute_all(y, synthetic.SR, fps, int(fps * seconds))
-  features.beat_frames(y, synthetic.SR, fps, int(fps * seconds))
-
-
 def quarantine(path: str) -> str:
   """Moves a cache folder aside (kept for a bug report, not deleted); returns the new name."""
   base = f"{path.rstrip(os.sep)}.crashed-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -159,10 +152,7 @@ def ensure_warm(path: str | None = None, log=None) -> str:
       t0 = time.time()
       proc = _run_warm_child(path)
       if proc.returncode == 0:
-        tmp = os.path.join(path, f"{MARKER}.tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-          json.dump(_versions(), f)
-        os.replace(tmp, os.path.join(path, MARKER))
+        files.write_text(os.path.join(path, MARKER), json.dumps(_versions()))
         log(f"numba: compiled librosa's kernels into {path} ({time.time() - t0:.1f} s, once)")
         return path
     if proc.returncode > 0:

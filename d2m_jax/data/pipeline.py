@@ -43,6 +43,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from d2m_jax.configs import get
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import ingest
 from d2m_jax.data.errors import DataError
@@ -64,16 +65,8 @@ _TF_IMPORT: list = []          # [None] when TensorFlow imports, [reason] when i
 LOADERS = ("tfdata", "numpy")
 
 
-def _get(cfg, name, default):
-  try:
-    v = cfg.get(name, default)
-  except AttributeError:
-    v = getattr(cfg, name, default)
-  return default if v is None else v
-
-
 def data_dir(data_cfg) -> str:
-  d = _get(data_cfg, "data_dir", None) or os.environ.get("D2M_DATA_DIR") or os.path.join(
+  d = get(data_cfg, "data_dir", None) or os.environ.get("D2M_DATA_DIR") or os.path.join(
       os.path.expanduser("~"), ".cache", "d2m_jax", "tfds")
   return os.path.abspath(d)
 
@@ -83,7 +76,7 @@ def processed_dir(data_cfg) -> str:
 
 
 def raw_dir(data_cfg) -> str:
-  r = _get(data_cfg, "raw_dir", None)
+  r = get(data_cfg, "raw_dir", None)
   if r:
     return os.path.abspath(r)
   if data_cfg.source == "synthetic":
@@ -106,7 +99,7 @@ def tensorflow_import_error() -> str | None:
 
 def loader(data_cfg) -> str:
   """``data_cfg.loader`` resolved: 'tfdata' | 'numpy' ('auto'/None: tfdata if TF imports)."""
-  name = _get(data_cfg, "loader", "auto")
+  name = get(data_cfg, "loader", "auto")
   if name in LOADERS:
     return name
   if name != "auto":
@@ -126,7 +119,7 @@ def _store(data_cfg):
   """The numpy path's row source: the portable file if data.portable is set, else the processed
   dataset folder (cached per process)."""
   from d2m_jax.data import numpy_loader, portable  # pylint: disable=import-outside-toplevel
-  path = _get(data_cfg, "portable", None)
+  path = get(data_cfg, "portable", None)
   key = os.path.abspath(path) if path else processed_dir(data_cfg)
   with _LOCK:
     st = _STORES.get(key)
@@ -141,12 +134,12 @@ def _store(data_cfg):
 
 
 def _uses_tfds(data_cfg) -> bool:
-  return not _get(data_cfg, "portable", None) and loader(data_cfg) == "tfdata"
+  return not get(data_cfg, "portable", None) and loader(data_cfg) == "tfdata"
 
 
 def _tfds_kind(data_cfg) -> str:
   kind = data_cfg.kind
-  if kind == "windows" and not _get(data_cfg, "waveform", True):
+  if kind == "windows" and not get(data_cfg, "waveform", True):
     return "windows_nowave"
   if kind not in ("windows", "units", "sequences"):
     raise ValueError(f"data.kind must be windows|units|sequences, got {kind!r}")
@@ -188,9 +181,9 @@ def _file_lock(path):
 
 
 def _synthetic_params(data_cfg) -> dict:
-  return dict(sequences_per_style=int(_get(data_cfg, "synthetic_sequences_per_style", 6)),
-              seconds=float(_get(data_cfg, "synthetic_seconds", 30.0)),
-              seed=int(_get(data_cfg, "synthetic_seed", 0)))
+  return dict(sequences_per_style=int(get(data_cfg, "synthetic_sequences_per_style", 6)),
+              seconds=float(get(data_cfg, "synthetic_seconds", 30.0)),
+              seed=int(get(data_cfg, "synthetic_seed", 0)))
 
 
 def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences"),
@@ -200,7 +193,7 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
   manifest. Synthetic data is generated first when missing."""
   from d2m_jax.data import synthetic
   pdir = processed_dir(data_cfg)
-  workers = num_workers or int(_get(data_cfg, "num_workers", 1))
+  workers = num_workers or int(get(data_cfg, "num_workers", 1))
   with _file_lock(os.path.join(data_dir(data_cfg), ".d2m_build.lock")):
     if data_cfg.source == "synthetic":
       params = _synthetic_params(data_cfg)
@@ -224,7 +217,7 @@ def prepare(data_cfg, *, kinds=("windows", "windows_nowave", "units", "sequences
     man_path = os.path.join(pdir, "manifest.json")
     if force or not os.path.exists(man_path):
       ingest.ingest(data_cfg.source, raw_dir(data_cfg), pdir, on_error=on_error,
-                    num_workers=workers, openpose_fps=float(_get(data_cfg, "openpose_fps", 30.0)),
+                    num_workers=workers, openpose_fps=float(get(data_cfg, "openpose_fps", 30.0)),
                     log=log)
     if not kinds:
       return ingest.read_manifest(pdir)
@@ -257,7 +250,7 @@ def _ensure(data_cfg) -> dict:
   """The manifest; builds the synthetic default on first use (the numpy loader needs only the
   processed sequences, not the TFDS configs; a portable file needs nothing)."""
   kind = _tfds_kind(data_cfg)
-  if _get(data_cfg, "portable", None):
+  if get(data_cfg, "portable", None):
     return _store(data_cfg).manifest
   if not _uses_tfds(data_cfg):
     man = os.path.join(processed_dir(data_cfg), "manifest.json")
@@ -282,7 +275,7 @@ def _ensure(data_cfg) -> dict:
 def load_stats(data_cfg) -> dict[str, np.ndarray]:
   """Normalisation statistics computed on the train split only (see examples.compute_stats)."""
   _ensure(data_cfg)
-  if _get(data_cfg, "portable", None):
+  if get(data_cfg, "portable", None):
     return dict(_store(data_cfg).stats)
   with np.load(os.path.join(processed_dir(data_cfg), "stats.npz")) as z:
     return {k: z[k] for k in z.files}
@@ -315,10 +308,10 @@ def _num_examples(data_cfg, man) -> dict[str, int]:
   if not _uses_tfds(data_cfg):
     from d2m_jax.data import numpy_loader
     return numpy_loader.count_examples(_store(data_cfg), data_cfg.kind,
-                                       require_audio=bool(_get(data_cfg, "require_audio", True)))
+                                       require_audio=bool(get(data_cfg, "require_audio", True)))
   from d2m_jax.data import tfds_builders
   return tfds_builders.count_examples(processed_dir(data_cfg), man["source"], data_cfg.kind,
-                                      require_audio=bool(_get(data_cfg, "require_audio", True)))
+                                      require_audio=bool(get(data_cfg, "require_audio", True)))
 
 
 def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
@@ -327,10 +320,10 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
   _ensure(data_cfg)
   kind = _tfds_kind(data_cfg)
   tfds_rows = _uses_tfds(data_cfg)
-  portable_path = _get(data_cfg, "portable", None)
+  portable_path = get(data_cfg, "portable", None)
   origin = "tfds" if tfds_rows else (os.path.abspath(portable_path) if portable_path else "npz")
   key = (data_dir(data_cfg), data_cfg.source, kind, split,
-         bool(_get(data_cfg, "require_audio", True)), _get(data_cfg, "max_frames", 0), origin)
+         bool(get(data_cfg, "require_audio", True)), get(data_cfg, "max_frames", 0), origin)
   with _LOCK:
     if key in _CACHE:
       return _CACHE[key]
@@ -346,7 +339,7 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
     if not rows and split not in {r["split"] for r in st.manifest["sequences"]}:
       raise DataError(path, f"no '{split}' split")
   rows.sort(key=lambda r: (r["seq"], int(r["start"])))        # a fixed, content-defined order
-  if _get(data_cfg, "require_audio", True) and data_cfg.kind != "sequences":
+  if get(data_cfg, "require_audio", True) and data_cfg.kind != "sequences":
     rows = [r for r in rows if r["has_audio"]]
   if not rows:
     raise DataError(path, f"split '{split}' has no examples"
@@ -354,7 +347,7 @@ def load_split(data_cfg, split: str) -> dict[str, np.ndarray]:
                        else ""))
   out: dict[str, np.ndarray] = {}
   if data_cfg.kind == "sequences":
-    max_frames = int(_get(data_cfg, "max_frames", 0)) or max(int(r["length"]) for r in rows)
+    max_frames = int(get(data_cfg, "max_frames", 0)) or max(int(r["length"]) for r in rows)
     for k in BATCH_KEYS["sequences"]:
       if k in ("style", "length") or k not in rows[0]:
         continue
@@ -389,7 +382,7 @@ def _check_portable_kind(data_cfg, st):
   if kind != _tfds_kind(data_cfg):
     raise DataError(st.path, f"exported for kind {kind}, the config reads "
                     f"{_tfds_kind(data_cfg)} (data.kind={data_cfg.kind}, "
-                    f"data.waveform={_get(data_cfg, 'waveform', True)}): export it for this config")
+                    f"data.waveform={get(data_cfg, 'waveform', True)}): export it for this config")
 
 
 def _tfds_rows(data_cfg, kind: str, split: str) -> tuple[str, list[dict]]:
@@ -459,14 +452,14 @@ def make_iterator(data_cfg, split: str = "train", *, start_step: int = 0, shuffl
   arrays = load_split(data_cfg, split)
   n = arrays["_seq"].shape[0]
   gb = int(batch_size or (data_cfg.batch_size if split == "train" else
-                          _get(data_cfg, "eval_batch_size", data_cfg.batch_size)))
+                          get(data_cfg, "eval_batch_size", data_cfg.batch_size)))
   lo, local = _process_slice(gb)
-  seed = int(_get(data_cfg, "shuffle_seed", 0)) + (0 if split == "train" else 7919)
+  seed = int(get(data_cfg, "shuffle_seed", 0)) + (0 if split == "train" else 7919)
   sched = batch_schedule(n, gb, seed=seed, start_step=start_step, shuffle=shuffle, repeat=repeat)
   if loader(data_cfg) == "numpy":
     from d2m_jax.data import numpy_loader
     return numpy_loader.BatchIterator({k: v for k, v in arrays.items() if not k.startswith("_")},
-                                      sched, prefetch=int(_get(data_cfg, "host_prefetch", 4)),
+                                      sched, prefetch=int(get(data_cfg, "host_prefetch", 4)),
                                       transform=lambda idx: idx[lo:lo + local])
   tf = _hide_gpus_from_tf()
   keys = [k for k in arrays if not k.startswith("_")]
@@ -482,7 +475,7 @@ def make_iterator(data_cfg, split: str = "train", *, start_step: int = 0, shuffl
   ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((local,), tf.int64))
   ds = ds.map(lambda idx: {k: tf.gather(t, idx) for k, t in tensors.items()},
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.prefetch(int(_get(data_cfg, "host_prefetch", 4)))
+  ds = ds.prefetch(int(get(data_cfg, "host_prefetch", 4)))
   return ds.as_numpy_iterator()
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import ingest
 from d2m_jax.data.errors import DataError
@@ -112,21 +112,7 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
               processed_dir=os.path.abspath(processed_dir),
               created=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), **(extra_info or {}))
   out["__info__"] = np.array(json.dumps(info))
-  folder = os.path.dirname(os.path.abspath(out_path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out_path) + ".", suffix=".npz",
-                             dir=folder)
-  os.close(fd)
-  try:
-    np.savez_compressed(tmp, **out)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 -> the usual file mode
-    os.replace(tmp, out_path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  files.save_npz(out_path, compressed=True, **out)
   info["bytes"] = os.path.getsize(out_path)
   return info
 

@@ -243,6 +243,23 @@ def list_mocap_sequences(root_dir: str) -> list[str]:
   return [p for _, _, p in sorted(out)]
 
 
+def unmatched_folders(root_dir: str) -> list[dict]:
+  """Folders under a Music-to-Dance root that are neither ``DANCE_<C|R|T|W>_<n>`` sequences nor
+  ``v2_*`` skeleton sets: ``[{"name", "path", "problem"}]`` (sorted), so every folder of the
+  raw data is accounted for (the ingest lists them as skipped, with this reason)."""
+  out = []
+  for n in sorted(os.listdir(root_dir)) if os.path.isdir(root_dir) else ():
+    path = os.path.join(root_dir, n)
+    if not os.path.isdir(path) or SEQ_DIR_RE.match(n) or n.startswith("v2_") or \
+        n.startswith("."):
+      continue
+    problem = "folder name is not DANCE_<C|R|T|W>_<n> (the layout's sequence folders)"
+    if SEQ_DIR_RE.match(n.upper()):
+      problem += f"; rename it {n.upper()} (names are case-sensitive)"
+    out.append({"name": n, "path": path, "problem": problem})
+  return out
+
+
 # ----------------------------------------------------------------------------------- OpenPose ---
 
 OPENPOSE_FORMATS = {25: ("BODY_25", "body15", 15), 18: ("COCO", "coco14", 14)}

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.data import skeleton
 
 SR = 22050
@@ -242,13 +243,6 @@ def synth_motion(style: str, beat_phase: np.ndarray, bar: int, rng: np.random.Ge
 
 # -------------------------------------------------------------------------------- dataset ---
 
-def _atomic_write(path, data: bytes):
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def generate_sequence(style: str, index: int, seconds: float, seed: int):
   """One sequence: (audio (N,) float32 at SR, start, end, joints, root, bpm, first beat (s))."""
   rng = np.random.default_rng([seed, skeleton.STYLES.index(style), index])
@@ -282,19 +276,18 @@ def generate_dataset(out_dir: str, *, sequences_per_style: int = 6, seconds: flo
       os.makedirs(v2_dir, exist_ok=True)
       music, start, end, joints, root, bpm, first_beat = generate_sequence(style, i, seconds,
                                                                             seed)
-      tmp = os.path.join(seq_dir, f".audio.tmp{os.getpid()}.wav")
-      sf.write(tmp, music, SR, subtype="PCM_16")
-      os.replace(tmp, os.path.join(seq_dir, "audio.wav"))
+      with files.atomic_path(os.path.join(seq_dir, "audio.wav")) as tmp:
+        sf.write(tmp, music, SR, subtype="PCM_16")
       cfg = {"start_position": start, "end_position": end, "bpm": round(bpm, 4),
              "first_beat_s": round(first_beat, 5)}
-      _atomic_write(os.path.join(seq_dir, "config.json"), json.dumps(cfg).encode())
+      files.write_text(os.path.join(seq_dir, "config.json"), json.dumps(cfg))
       sk = {"length": int(joints.shape[0]),
             "center": np.round(root, 2).tolist(),
             "skeletons": np.round(joints, 2).tolist()}
-      _atomic_write(os.path.join(v2_dir, "skeletons.json"),
-                    json.dumps(sk, separators=(",", ":")).encode())
+      files.write_text(os.path.join(v2_dir, "skeletons.json"),
+                       json.dumps(sk, separators=(",", ":")))
       names.append(name)
-  _atomic_write(os.path.join(out_dir, "SYNTHETIC.json"), json.dumps(
+  files.write_text(os.path.join(out_dir, "SYNTHETIC.json"), json.dumps(
       {"sequences_per_style": sequences_per_style, "seconds": seconds, "seed": seed,
-       "styles": list(styles), "version": GENERATOR_VERSION}).encode())
+       "styles": list(styles), "version": GENERATOR_VERSION}))
   return names

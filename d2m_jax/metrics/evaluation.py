@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from d2m_jax import files
 from d2m_jax.metrics import beats as beats_lib
 from d2m_jax.metrics import foot_contact, frechet, geometric, kinetic
 
@@ -221,11 +222,10 @@ def markdown_table(rows: Dict[str, Dict[str, Any]]) -> str:
 
 def write_outputs(out_dir: str, result: Dict[str, Any]) -> Dict[str, str]:
   """eval.json and eval.md in ``out_dir``, each written atomically."""
-  from d2m_jax.generate import atomic_write  # pylint: disable=import-outside-toplevel
   os.makedirs(out_dir, exist_ok=True)
   js = os.path.join(out_dir, "eval.json")
   md = os.path.join(out_dir, "eval.md")
-  atomic_write(js, lambda f: f.write(json.dumps(result, indent=1, default=float)), mode="w")
+  files.write_text(js, json.dumps(result, indent=1, default=float))
   text = ["# Evaluation", "", markdown_table(result["rows"]) if result["rows"] else
           "(no generator table: no test sequence with motion and no --model)", "", "Protocol: " +
           json.dumps(result["protocol"]), ""]
@@ -236,7 +236,7 @@ def write_outputs(out_dir: str, result: Dict[str, Any]) -> Dict[str, str]:
     text += ["", "## Music style", "", style_eval.markdown_table(result["music_style"]), ""]
     for name, rep in result["music_style"].items():
       text.append(f"{name} confusion [true][pred] {rep['class_names']}: {rep['confusion']}")
-  atomic_write(md, lambda f: f.write("\n".join(text) + "\n"), mode="w")
+  files.write_text(md, "\n".join(text) + "\n")
   return {"json": js, "markdown": md}
 
 
@@ -272,7 +272,7 @@ def _register_dance_metrics():
       cache["ref"] = clip_features([s.pose for s in train], train, roots=[s.root for s in train])
       items = unseen.load_processed_split(pdir, spec.split)
       cache["seqs"] = [eval_sequence(it.processed) for it in items]
-      names = tuple(getattr(ctx.task, "generation_features", ()))
+      names = tuple(ctx.task.generation_features)
       cache["musics"] = [generate.music_from_processed(it.processed, names) for it in items]
       seqs = cache["seqs"]
       real = row_metrics(clip_features([s.pose for s in seqs], seqs,

@@ -296,7 +296,7 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   aud = np.asarray(feats[common.AUDIO_FEATURE], np.float32)
   if aud.ndim != 2 or aud.shape[1] != 28:
     raise ValueError(f"generate: feats['d2m28'] has shape {aud.shape}, expected (T, 28)")
-  fps = float(fps or getattr(task, "fps", None) or m.get("fps", 25.0))
+  fps = float(fps or task.fps or m.get("fps", 25.0))
   st = jax.device_get(state.stats)
   styles, seg_frames = song_styles(task, state, aud, num_frames, fps)
 

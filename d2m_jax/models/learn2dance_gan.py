@@ -6,7 +6,8 @@ walks through the pose generator's latent space. Spec: ``wgan_learn2dance_kakash
   ``eps``, not momentum; kept, switch ``bn_eps``.)
 * Pose GAN: G = block(100 -> 500, BN), block(500 -> 500, BN, dropout), Linear(500 -> P2);
   D = block(P2 -> 500), block(500 -> 500, dropout), Linear(500 -> 1). WGAN loss with a
-  **working gradient penalty** (:func:`gradient_penalty`): the original called
+  **working gradient penalty** (the WGAN family's one implementation,
+  :func:`d2m_jax.models.wgan_losses.gradient_penalty`): the original called
   ``autograd.grad`` with ``grad_outputs = zeros``, so every gradient was 0 and its "penalty" was
   the constant ``(0 - 1)^2 = 1`` -- an unconstrained WGAN. Here the penalty is
   ``E[(|grad_x D(x_hat)|_2 - 1)^2]`` at random interpolates of real and fake poses.
@@ -19,10 +20,9 @@ walks through the pose generator's latent space. Spec: ``wgan_learn2dance_kakash
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from d2m_jax.nn import LSTM, TorchDense
@@ -107,20 +107,3 @@ class SeqCritic(nn.Module):
     h = jnp.concatenate([out[:, 0], out[:, -1]], -1)
     h = Block(HIDDEN, False, False, dtype=self.dtype, name="b1")(h, train)
     return TorchDense(1, dtype=self.dtype, name="out")(h).astype(jnp.float32)[..., 0]
-
-
-def interpolate(key, real, fake):
-  """Per-sample alpha ~ U(0, 1): alpha * real + (1 - alpha) * fake."""
-  alpha = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
-  return alpha * real + (1.0 - alpha) * fake
-
-
-def gradient_penalty(critic_fn: Callable, x_hat):
-  """WGAN-GP penalty ``mean_b (|d critic(x_hat)_b / d x_hat_b|_2 - 1)^2``.
-
-  ``critic_fn`` maps (B, ...) -> (B,) with independent rows, so the gradient of the sum gives the
-  per-sample gradients. (The fix: the original's ``grad_outputs = zeros`` made this constant.)
-  """
-  g = jax.grad(lambda x: jnp.sum(critic_fn(x)))(x_hat)
-  norm = jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, -1) + 1e-12)
-  return jnp.mean((norm - 1.0) ** 2)

@@ -46,6 +46,7 @@ Implementations (``impl`` on :class:`GRU` / :class:`LSTM`, ``model.rnn_impl`` in
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any, Callable, Optional
@@ -373,3 +374,34 @@ def _reference(kind, params, x, state, num_layers, bidirectional):
   if kind == "gru":
     return inp, np.stack(finals_h)
   return inp, (np.stack(finals_h), np.stack(finals_c))
+
+
+def pallas_gpu_smoke(batch: int = 64, steps: int = 32, hidden: int = 64, inputs: int = 32,
+                     dtype=jnp.float32) -> dict:
+  """Compiles and runs the kernel (forward and gradient) on the default backend and returns the
+  largest absolute differences from the scan: a quick check that the Triton lowering compiles
+  and agrees on a given GPU before timing it::
+
+    python -c "from d2m_jax.nn.rnn import pallas_gpu_smoke; print(pallas_gpu_smoke())"
+  """
+  ks = jax.random.split(jax.random.PRNGKey(0), 4)
+  s = hidden ** -0.5
+  xp = jax.random.normal(ks[0], (steps, batch, 3 * hidden), jnp.float32)
+  h0 = jax.random.normal(ks[1], (batch, hidden), jnp.float32)
+  w = jax.random.uniform(ks[2], (hidden, 3 * hidden), jnp.float32, -s, s)
+  b = jax.random.uniform(ks[3], (3 * hidden,), jnp.float32, -s, s)
+
+  def loss(f, xp, h0, w, b):
+    ys, hT = f(xp, h0, w, b)
+    return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(hT)
+  fp = lambda *a: rnn_pallas.gru_layer_pallas(*a, dtype=dtype)  # noqa: E731
+  fs = lambda *a: recurrent_scan("gru", *a, dtype=dtype)  # noqa: E731
+  out = {}
+  for name, f in (("pallas", fp), ("scan", fs)):
+    g = jax.jit(jax.value_and_grad(functools.partial(loss, f), argnums=(0, 1, 2, 3)))
+    out[name] = jax.block_until_ready(g(xp, h0, w, b))
+  diffs = jax.tree.map(lambda a, c: float(jnp.max(jnp.abs(a - c))), out["pallas"], out["scan"])
+  leaves = jax.tree.leaves(diffs)
+  return {"backend": jax.default_backend(),
+          "interpret": rnn_pallas._use_interpret(),  # pylint: disable=protected-access
+          "max_abs_diff_loss": leaves[0], "max_abs_diff_grads": max(leaves[1:])}

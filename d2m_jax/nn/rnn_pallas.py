@@ -259,34 +259,3 @@ def gru_layer_pallas(xproj, h0, w_hh, b_hh, *, reverse: bool = False, dtype=jnp.
   h = jnp.pad(h0.astype(jnp.float32), ((0, bp - B), (0, hp - H)))
   y = _gru_padded(x, h, w, b, bool(reverse), jnp.dtype(dtype), bb)[:, :B, :H]
   return y, (y[0] if reverse else y[-1])
-
-
-def gpu_smoke(batch: int = 64, steps: int = 32, hidden: int = 64, inputs: int = 32,
-              dtype=jnp.float32) -> dict:
-  """Compiles and runs the kernel (forward and gradient) on the default backend and returns the
-  largest absolute differences from the scan: a quick check that the Triton lowering compiles
-  and agrees on a given GPU before timing it::
-
-    python -c "from d2m_jax.nn.rnn_pallas import gpu_smoke; print(gpu_smoke())"
-  """
-  from d2m_jax.nn.rnn import recurrent_scan
-  ks = jax.random.split(jax.random.PRNGKey(0), 4)
-  s = hidden ** -0.5
-  xp = jax.random.normal(ks[0], (steps, batch, 3 * hidden), jnp.float32)
-  h0 = jax.random.normal(ks[1], (batch, hidden), jnp.float32)
-  w = jax.random.uniform(ks[2], (hidden, 3 * hidden), jnp.float32, -s, s)
-  b = jax.random.uniform(ks[3], (3 * hidden,), jnp.float32, -s, s)
-
-  def loss(f, xp, h0, w, b):
-    ys, hT = f(xp, h0, w, b)
-    return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(hT)
-  fp = lambda *a: gru_layer_pallas(*a, dtype=dtype)  # noqa: E731
-  fs = lambda *a: recurrent_scan("gru", *a, dtype=dtype)  # noqa: E731
-  out = {}
-  for name, f in (("pallas", fp), ("scan", fs)):
-    g = jax.jit(jax.value_and_grad(functools.partial(loss, f), argnums=(0, 1, 2, 3)))
-    out[name] = jax.block_until_ready(g(xp, h0, w, b))
-  diffs = jax.tree.map(lambda a, c: float(jnp.max(jnp.abs(a - c))), out["pallas"], out["scan"])
-  leaves = jax.tree.leaves(diffs)
-  return {"backend": jax.default_backend(), "interpret": _use_interpret(),
-          "max_abs_diff_loss": leaves[0], "max_abs_diff_grads": max(leaves[1:])}

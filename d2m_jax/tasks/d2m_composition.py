@@ -54,6 +54,7 @@ it is meant for tests, benchmarks and smoke runs.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict
 
 import jax
@@ -97,7 +98,7 @@ class StyleExtractor:
   was trained with.
   """
 
-  def __init__(self, config):
+  def __init__(self, config, restored=None):
     m = config.model
     self.workdir = m.get("style_workdir", None) or None
     self.input_frames = int(m.style_input_frames)
@@ -105,10 +106,25 @@ class StyleExtractor:
     self._restored = None
     if self.workdir:
       from d2m_jax.models import style as style_models  # pylint: disable=import-outside-toplevel
+      self._get_style = style_models.get_style
+    if self.workdir and restored is not None:
+      # Rebuilt from a composition checkpoint (self-contained): the weights are in it and the
+      # input length in config.model.style_input_frames (written at training time).
+      self._restored = restored
+      cfg_path = os.path.join(self.workdir, "config.json")
+      if not m.get("style_input_frames_recorded", False) and os.path.exists(cfg_path):
+        from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+        # a workdir trained before style_input_frames was recorded: read it where it still is
+        self.input_frames = int(checkpoint.load_config(self.workdir).model.num_frames)
+    elif self.workdir:
       from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+      self.workdir = os.path.abspath(self.workdir)
       style_cfg = checkpoint.load_config(self.workdir)
       self.input_frames = int(style_cfg.model.num_frames)  # the length it was trained on
-      self._get_style = style_models.get_style
+      with config.unlocked():  # recorded in config.json: generation needs no style workdir
+        m.style_workdir = self.workdir
+        m.style_input_frames = self.input_frames
+        m.style_input_frames_recorded = True
       from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
       state, _, _ = restore_workdir(self.workdir)  # outside any trace
       self._restored = jax.device_get({"params": state.params, "mean": state.feat_mean,
@@ -147,11 +163,16 @@ def _load_decomposition(workdir: str):
 class CompositionTask(Task):
   name = "d2m_composition"
 
-  def __init__(self, config):
+  def __init__(self, config, frozen=None):
+    """``frozen``: the stage-1 and style weights taken from a composition checkpoint
+    (:func:`make_task_for_restore`); None: from ``decomp_workdir``/``style_workdir``."""
     super().__init__(config)
     m = config.model
     self.decomp_workdir = m.get("decomp_workdir", None) or None
-    if self.decomp_workdir:
+    if self.decomp_workdir and frozen is None:
+      self.decomp_workdir = os.path.abspath(self.decomp_workdir)
+      with config.unlocked():  # absolute in config.json: a resume works from any directory
+        m.decomp_workdir = self.decomp_workdir
       from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
       dcfg = checkpoint.load_config(self.decomp_workdir).model
       with config.unlocked():
@@ -173,11 +194,15 @@ class CompositionTask(Task):
         "dis_dance": DanceAudDis2(dtype=dt),
         "stdp_dec": self.stage1["stdp_dec"],
     }
-    self.style = StyleExtractor(config)
+    self.style = StyleExtractor(config, None if frozen is None else frozen["style"])
     # Restored here, outside any trace (the engine jits init_state; orbax cannot restore under a
     # trace). Generation from a composition workdir therefore also needs the stage-1 workdir to
     # exist (its values are then overwritten by the composition checkpoint).
-    self._pretrained = _load_decomposition(self.decomp_workdir) if self.decomp_workdir else None
+    if frozen is not None:
+      self._pretrained = frozen["decomp"] if self.decomp_workdir else None
+    else:
+      self._pretrained = (_load_decomposition(self.decomp_workdir) if self.decomp_workdir
+                          else None)
     o = config.optim
     specs = {k: (o.lr, o.clip_norm) for k in self.nets}
     specs["stdp_dec"] = (o.lr * o.stdp_dec_lr_scale, o.clip_norm)
@@ -397,6 +422,20 @@ class CompositionTask(Task):
     """Music -> dances (num_samples, num_frames, J, C) in data units; see d2m_inference."""
     from d2m_jax.models import d2m_inference  # pylint: disable=import-outside-toplevel
     return d2m_inference.generate(self, state, feats, beats, num_frames, rng, num_samples)
+
+
+def make_task_for_restore(config, workdir: str, step=None) -> CompositionTask:
+  """The task of a trained composition workdir, built from that workdir alone: the frozen
+  stage-1 networks, the style extractor and the stats come from its own (verified) checkpoint,
+  so generation works from any directory and after the workdir was moved or copied, without
+  ``decomp_workdir``/``style_workdir``."""
+  from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  tree = checkpoint.restore_tree(workdir, step)
+  frozen = {"style": tree["frozen"]["style"],
+            "decomp": ({"initp_enc": tree["frozen"]["initp_enc"],
+                        "movement_enc": tree["frozen"]["movement_enc"],
+                        "stdp_dec": tree["params"]["stdp_dec"]}, tree["stats"])}
+  return CompositionTask(config, frozen=frozen)
 
 
 def make_task(config) -> CompositionTask:

@@ -11,14 +11,16 @@ classifier applies to generated dances in data units.
 Loss: cross-entropy, Adam (2e-4 as the original). The original balanced dance types with a
 ``WeightedRandomSampler`` (1 / class count); here ``config.model.class_balanced_loss`` weights the
 loss by inverse class frequency (``stats['style_counts']`` when the pipeline provides them, else
-uniform) instead, which keeps the input pipeline shared.
+uniform) instead, which keeps the input pipeline shared. Train step, evaluation and report are
+the shared :class:`d2m_jax.tasks.classifier.ClassifierTask`'s (the weighted mean is taken over
+the global batch, so the three parallel modes agree).
 
 :meth:`DanceStyleTask.classify` scores dances of ANY length: non-overlapping 120-frame windows
 (the last one aligned to the end), logits averaged per dance.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import flax.struct
 import jax
@@ -27,10 +29,10 @@ import numpy as np
 import optax
 
 from d2m_jax.data import batch_layout
-from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import dance_classifier
-from d2m_jax.train.parallel_utils import pmean, psum
-from d2m_jax.train.task import Task, compute_dtype
+from d2m_jax.tasks.classifier import ClassifierTask
+from d2m_jax.train.parallel_utils import psum
+from d2m_jax.train.task import compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
 
@@ -45,7 +47,7 @@ class DanceStyleState(flax.struct.PyTreeNode):
   class_weights: jax.Array  # (num_classes,)
 
 
-class DanceStyleTask(Task):
+class DanceStyleTask(ClassifierTask):
   name = "dance_style"
 
   def __init__(self, config):
@@ -79,50 +81,19 @@ class DanceStyleTask(Task):
   def _inputs(self, state, pose):
     return (pose.astype(jnp.float32) - state.pose_mean) / state.pose_std
 
-  def train_step(self, state, batch, axis_name=None):
+  def train_inputs(self, state, batch, axis_name):
+    """Z-scored poses, labels and class weights normalised to sum 1 over the global batch."""
     x = self._inputs(state, batch["pose"][:, :self.seqlen])
     labels = batch["style"].astype(jnp.int32)
     w = state.class_weights[labels]
+    return x, labels, w / psum(jnp.sum(w), axis_name), None
 
-    def loss_fn(params):
-      logits = self.model.apply({"params": params}, x)
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      return jnp.sum(ce * w) / jnp.sum(w), logits
+  def train_logits(self, params, x, rng):
+    return self.model.apply({"params": params}, x)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = pmean(grads, axis_name)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
-    metrics = pmean({"loss": loss, "accuracy": acc}, axis_name)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  def eval_step(self, state, batch, axis_name=None):
-    logits = self.model.apply({"params": state.params},
-                              self._inputs(state, batch["pose"][:, :self.seqlen]))
-    labels = batch["style"].astype(jnp.int32)
-    mask = batch.get("eval_mask")
-    mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    pred = jnp.argmax(logits, -1)
-    n = psum(mask.sum(), axis_name)
-    loss = psum((ce * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
-    acc = psum(((pred == labels) * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
-    confusion = psum((jax.nn.one_hot(labels, self.num_classes) * mask[:, None]).T
-                     @ jax.nn.one_hot(pred, self.num_classes), axis_name)
-    return {"loss": loss, "accuracy": acc, "confusion": confusion}
-
-  def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-    conf = np.asarray(metrics["confusion"], np.float64)
-    support = conf.sum(1)
-    out = {"confusion": conf.astype(np.int64).tolist(),
-           "class_support": support.astype(np.int64).tolist()}
-    if conf.sum() > 0:
-      out["accuracy"] = float(np.trace(conf) / conf.sum())
-    for name, row, s in zip(STYLES, conf, support):
-      if s > 0:
-        out[f"accuracy_{name}"] = float(row[STYLES.index(name)] / s)
-    return out
+  def eval_logits(self, state, batch):
+    return self.model.apply({"params": state.params},
+                            self._inputs(state, batch["pose"][:, :self.seqlen])), None
 
   # ---- use on generated dances ----------------------------------------------------------------
   def classify(self, state, dances, batch_windows: int = 64):

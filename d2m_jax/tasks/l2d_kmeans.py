@@ -19,12 +19,13 @@ clips; clips that run past a sequence's end are left out (weight 0). The .npz ho
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
 
+from d2m_jax import files
+from d2m_jax.data.errors import DataError
 from d2m_jax.models import kmeans as kmeans_lib
 from d2m_jax.models.learn2dance import CLIP_FRAMES, pose_clips, project_to_2d
 
@@ -69,10 +70,8 @@ def fit_clusters(config, points=None, weights=None, log=print):
 
 
 def save_clusters(path, res):
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, centroids=res.centroids, inertia=res.inertia, n_iter=res.n_iter,
-           counts=res.counts, clip_frames=CLIP_FRAMES)
-  os.replace(tmp, path)
+  files.save_npz(path, centroids=res.centroids, inertia=res.inertia, n_iter=res.n_iter,
+                 counts=res.counts, clip_frames=CLIP_FRAMES)
 
 
 def main(argv=None):
@@ -88,7 +87,7 @@ def main(argv=None):
       return 2
     try:
       res = fit_clusters(flags_.config)
-    except Exception as e:  # noqa: BLE001 - launcher: a clear one-line error, non-zero exit
+    except (DataError, ValueError, FileNotFoundError) as e:  # bad data/config: one line, exit 1
       print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
       return 1
     save_clusters(flags_.out, res)

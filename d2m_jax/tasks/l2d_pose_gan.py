@@ -9,7 +9,8 @@ mocap centimetres are rescaled so that the GAN sees unit-scale inputs).
 
 One step = one critic update + one generator update (n_critic = 1), Adam 1e-3 (0.5, 0.999):
 critic ``E[D(fake)] - E[D(real)] + 10 * GP``, generator ``-E[D(fake)]`` on the same z.
-Deliberate fix: GP is ``E[(|grad D(x_hat)| - 1)^2]`` at real/fake interpolates; the original's
+Deliberate fix: GP is ``E[(|grad D(x_hat)| - 1)^2]`` at real/fake interpolates (the WGAN
+family's ``d2m_jax.models.wgan_losses.gradient_penalty``); the original's
 ``grad_outputs = zeros`` turned it into the constant 1 (``config.model.gp_weight = 0`` reproduces
 its unconstrained WGAN).
 """
@@ -21,12 +22,12 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from d2m_jax.models.learn2dance import project_to_2d
-from d2m_jax.models.learn2dance_gan import (POSE_Z, PoseCritic, PoseGenerator, gradient_penalty,
-                                            interpolate)
+from d2m_jax.models.learn2dance_gan import POSE_Z, PoseCritic, PoseGenerator
+from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
 from d2m_jax.tasks import l2d_common as common
+from d2m_jax.tasks.wgan_common import apply_generator, apply_update
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -86,9 +87,7 @@ class PoseGANTask(Task):
     gp_w = float(self.config.model.gp_weight)
 
     def gen(gp, stats):
-      out, mut = self.G.apply({"params": gp, "batch_stats": stats}, z, True, axis_name,
-                              rngs={"dropout": kgd}, mutable=["batch_stats"])
-      return out, mut["batch_stats"]
+      return apply_generator(self.G, gp, stats, (z,), kgd, True, axis_name=axis_name)
 
     fake, _ = gen(state.g_params, state.g_batch_stats)
     fake = jax.lax.stop_gradient(fake)
@@ -96,22 +95,19 @@ class PoseGANTask(Task):
     def d_loss_fn(dp):
       critic = lambda x: self.D.apply({"params": dp}, x, True, rngs={"dropout": kd1})  # noqa
       wd = jnp.mean(critic(real)) - jnp.mean(critic(fake))
-      gp = gradient_penalty(critic, interpolate(kgp, real, fake))
+      alpha = jax.random.uniform(kgp, (real.shape[0],))
+      gp, _ = gradient_penalty(critic, [interpolate(real, fake, alpha)])
       return -wd + gp_w * gp, (wd, gp)
 
     (d_loss, (wd, gp)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_grads = pmean(d_grads, axis_name)
-    upd, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, upd)
+    d_params, d_opt = apply_update(self.d_tx, d_grads, state.d_opt, state.d_params, axis_name)
 
     def g_loss_fn(gp):
       f, new_stats = gen(gp, state.g_batch_stats)
       return -jnp.mean(self.D.apply({"params": d_params}, f, True, rngs={"dropout": kd2})), new_stats
 
     (g_loss, new_stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    g_grads = pmean(g_grads, axis_name)
-    upd, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, upd)
+    g_params, g_opt = apply_update(self.g_tx, g_grads, state.g_opt, state.g_params, axis_name)
     metrics = pmean({"loss": d_loss, "g_loss": g_loss, "wdist": wd, "gp": gp}, axis_name)
     return state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=new_stats,
                          d_params=d_params, g_opt=g_opt, d_opt=d_opt), metrics

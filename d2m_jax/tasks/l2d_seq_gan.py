@@ -8,8 +8,9 @@ original's Sigmoid + BCELoss, non-saturating generator loss), Adam 1e-3 (0.5, 0.
 
 Data: kind ``"windows"``; a random ``seq_len``-frame (50 = 2 s at 25 fps; the original: 50 frames
 at 30 fps) crop of each window, projected/normalised with the pose GAN's own statistics (stored
-in its checkpoint). ``config.model.pose_gan_workdir`` names the pose-GAN run to load; when it is
-None a randomly initialised pose generator is used (benchmarks and unit tests only; a warning is
+in its checkpoint). ``config.model.pose_gan_workdir`` names the pose-GAN run to load (host side,
+``prepare_host``; ``init_state`` stays traceable); when it is None a randomly initialised pose
+generator is used (benchmarks and unit tests only; a warning is
 logged).
 
 Generation (unconditional; the learn2dance GAN has no music input): windows of ``seq_len``
@@ -32,6 +33,7 @@ from d2m_jax.models.learn2dance import project_to_2d
 from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerator
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
+from d2m_jax.tasks.wgan_common import apply_generator, apply_update
 from d2m_jax.train.parallel_utils import pmean
 from d2m_jax.train.task import Task, compute_dtype
 
@@ -68,40 +70,41 @@ class SeqGANTask(Task):
     self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
     self.g_tx = common.make_optimizer(config.optim)
     self.d_tx = common.make_optimizer(config.optim)
+    self._pose_state = None   # the frozen pose generator, set by prepare_host()
 
   def synthetic_batch(self, batch_size, rng):
     return common.synthetic_batch(self.config, batch_size, rng)
 
-  def _load_pose_state(self, rng, batch, stats):
+  def prepare_host(self, batch, stats=None):
+    """Loads the frozen pose generator of ``config.model.pose_gan_workdir`` (host side, once)."""
+    del batch, stats
     wd = self.config.model.get("pose_gan_workdir")
-    if wd and not isinstance(rng, jax.core.Tracer):  # (shape-only init: values restored later)
+    if wd and self._pose_state is None:
       from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
       s, _, _ = restore_workdir(wd)
       logging.info("l2d_seq_gan: frozen pose generator from %s (step %d)", wd, int(s.step))
-    else:
-      if not wd:
-        logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
-                        "generator (only meaningful for benchmarks/tests)")
-      s = self.pose_task.init_state(rng, batch, stats)
+      self._pose_state = jax.device_get(dict(
+          g_params=s.g_params, g_batch_stats=s.g_batch_stats, pose2d_mean=s.pose2d_mean,
+          pose2d_scale=s.pose2d_scale))
+
+  def _random_pose_state(self, rng, batch, stats):
+    if not self.config.model.get("pose_gan_workdir"):
+      logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
+                      "generator (only meaningful for benchmarks/tests)")
+    # (With a workdir but no prepare_host: a shape-only build, whose values a restore replaces.)
+    s = self.pose_task.init_state(rng, batch, stats)
     return dict(g_params=s.g_params, g_batch_stats=s.g_batch_stats,
                 pose2d_mean=s.pose2d_mean, pose2d_scale=s.pose2d_scale)
-
-  def prepare_host(self, batch, stats=None):
-    """Loads the frozen pose generator (``model.pose_gan_workdir``; else a random one, seeded by
-    ``config.seed``) on the host, before :func:`d2m_jax.train.state.build_state` traces
-    ``init_state``."""
-    key = jax.random.PRNGKey(int(self.config.get("seed", 0)))
-    self._pose_host = jax.device_get(self._load_pose_state(key, batch, stats))
 
   def init_state(self, rng, batch, stats=None, pose_state=None):
     kp, kg, kd, ks = jax.random.split(rng, 4)
     if pose_state is not None:
       ps = dict(g_params=pose_state.g_params, g_batch_stats=pose_state.g_batch_stats,
                 pose2d_mean=pose_state.pose2d_mean, pose2d_scale=pose_state.pose2d_scale)
-    elif getattr(self, "_pose_host", None) is not None:   # prepare_host ran (build_state)
-      ps = self._pose_host
-    else:                     # a direct call: the checkpoint loads as constants of the trace
-      ps = self._load_pose_state(kp, batch, stats)
+    elif self._pose_state is not None:     # loaded by prepare_host
+      ps = self._pose_state
+    else:
+      ps = self._random_pose_state(kp, batch, stats)
     # Jitted: the engine initialises this task eagerly, and an eager flax init of scans is slow.
     gv = jax.jit(lambda k: self.G.init({"params": k}, jnp.zeros((2, SEQ_Z)),
                                        jnp.zeros((2, POSE_Z)), False))(kg)
@@ -138,9 +141,9 @@ class SeqGANTask(Task):
     seq_z, pose_z = jax.random.normal(kz1, (B, SEQ_Z)), jax.random.normal(kz2, (B, POSE_Z))
 
     def gen(gp):
-      lat, mut = self.G.apply({"params": gp, "batch_stats": state.g_batch_stats}, seq_z, pose_z,
-                              True, axis_name, rngs={"dropout": kgd}, mutable=["batch_stats"])
-      return self._decode(state.pose_g, lat), mut["batch_stats"]
+      lat, stats = apply_generator(self.G, gp, state.g_batch_stats, (seq_z, pose_z), kgd, True,
+                                   axis_name=axis_name)
+      return self._decode(state.pose_g, lat), stats
 
     fake, _ = gen(state.g_params)
     fake = jax.lax.stop_gradient(fake)
@@ -152,9 +155,7 @@ class SeqGANTask(Task):
                                                             jnp.mean(jax.nn.sigmoid(lf)))
 
     (d_loss, (p_real, p_fake)), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    dg = pmean(dg, axis_name)
-    upd, d_opt = self.d_tx.update(dg, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, upd)
+    d_params, d_opt = apply_update(self.d_tx, dg, state.d_opt, state.d_params, axis_name)
 
     def g_loss_fn(gp):
       f, new_stats = gen(gp)
@@ -162,9 +163,7 @@ class SeqGANTask(Task):
                          1.0), new_stats
 
     (g_loss, new_stats), gg = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    gg = pmean(gg, axis_name)
-    upd, g_opt = self.g_tx.update(gg, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, upd)
+    g_params, g_opt = apply_update(self.g_tx, gg, state.g_opt, state.g_params, axis_name)
     metrics = pmean({"loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake},
                     axis_name)
     return state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=new_stats,

@@ -26,7 +26,7 @@ processed sequence (the ``launch/evaluate.py --style_model`` interface).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Mapping
 
 import flax.struct
 import jax
@@ -35,10 +35,10 @@ import numpy as np
 import optax
 
 from d2m_jax.data import batch_layout
-from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import music_style as ms
 from d2m_jax.train.parallel_utils import pmean, psum
-from d2m_jax.train.task import Task, compute_dtype
+from d2m_jax.tasks.classifier import ClassifierTask
+from d2m_jax.train.task import compute_dtype
 
 FEATURE = "mel_tempogram512"
 TEMPO_COLS = slice(128, 128 + ms.TEMPOGRAM_LAGS)      # the tempogram half of the feature set
@@ -57,8 +57,9 @@ class MusicStyleState(flax.struct.PyTreeNode):
   input_sqsum: Any = None
 
 
-class MusicStyleTask(Task):
+class MusicStyleTask(ClassifierTask):
   name = "music_style"
+  train_accuracy_metric = "balanced_accuracy"
 
   def __init__(self, config):
     super().__init__(config)
@@ -208,51 +209,17 @@ class MusicStyleTask(Task):
     valid = valid * self._has_audio(batch)[:, None]
     return logits, valid
 
-  def eval_step(self, state, batch, axis_name=None):
-    logits, valid = self.clip_logits(state, batch)
-    labels = batch["style"].astype(jnp.int32)
-    row = batch.get("eval_mask")
-    row = jnp.ones(labels.shape, jnp.float32) if row is None else row.astype(jnp.float32)
-    valid = valid * row[:, None]
+  def eval_logits(self, state, batch):
+    return self.clip_logits(state, batch)
+
+  def eval_extra(self, logits, labels, valid, axis_name):
+    """Per-sequence majority vote over the valid clips: ``sequence_confusion``."""
     C = self.num_classes
-    pred = jnp.argmax(logits, -1)                                          # (B, N)
-    lab = jnp.broadcast_to(labels[:, None], pred.shape)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, lab)
-    n = psum(valid.sum(), axis_name)
-    loss = psum((ce * valid).sum(), axis_name) / jnp.maximum(n, 1.0)
-    acc = psum(((pred == lab) * valid).sum(), axis_name) / jnp.maximum(n, 1.0)
-    onehot_p = jax.nn.one_hot(pred, C) * valid[..., None]                  # (B, N, C)
-    confusion = psum(jnp.einsum("bc,bnd->cd", jax.nn.one_hot(labels, C), onehot_p), axis_name)
-    votes = onehot_p.sum(1)                                                # (B, C)
-    seq_row = row * (valid.sum(1) > 0)
+    votes = (jax.nn.one_hot(jnp.argmax(logits, -1), C) * valid[..., None]).sum(1)   # (B, C)
+    seq_row = (valid.sum(1) > 0).astype(jnp.float32)
     seq_conf = psum(jax.nn.one_hot(labels, C).T @ (jax.nn.one_hot(jnp.argmax(votes, -1), C)
                                                     * seq_row[:, None]), axis_name)
-    return {"loss": loss, "accuracy": acc, "confusion": confusion,
-            "sequence_confusion": seq_conf}
-
-  def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """Clip accuracy, per-class recall and balanced accuracy from the summed clip confusion;
-    sequence (majority vote) accuracy from the sequence confusion."""
-    out = {}
-    names = list(STYLES[:self.num_classes]) if self.num_classes <= len(STYLES) else \
-        [str(i) for i in range(self.num_classes)]
-    for key, prefix in (("confusion", ""), ("sequence_confusion", "sequence_")):
-      if key not in metrics:
-        continue
-      conf = np.asarray(metrics[key], np.float64)
-      support = conf.sum(1)
-      recall = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
-      out[key] = conf.astype(np.int64).tolist()
-      out[f"{prefix}class_support"] = support.astype(np.int64).tolist()
-      out[f"{prefix}per_class_accuracy"] = [None if np.isnan(a) else float(a) for a in recall]
-      if conf.sum() > 0:
-        out[f"{prefix}accuracy"] = float(np.trace(conf) / conf.sum())
-        out[f"{prefix}balanced_accuracy"] = float(np.nanmean(recall))
-      for nm, a in zip(names, recall):
-        if not np.isnan(a):
-          out[f"{prefix}accuracy_{nm}"] = float(a)
-    out["class_names"] = names
-    return out
+    return {"sequence_confusion": seq_conf}
 
   def predict_clip_logits(self, state, features: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per-clip logits (N, num_classes) for ONE processed sequence (``seq/<name>.npz`` arrays,

@@ -7,14 +7,16 @@ train split's ``d2m28_mean/_std`` (kept in the state, so a checkpoint is self-co
 
 Loss: cross-entropy; optimiser Adam (``config.optim.learning_rate``, 2e-4 as WeiyuDu's
 ``model_style.py``). Metrics: loss, accuracy. Evaluation also returns the confusion matrix
-(true class x predicted class counts) and per-class accuracy (``finalize_eval``).
+(true class x predicted class counts) and per-class accuracy (``finalize_eval``). Train step,
+evaluation and report are the shared :class:`d2m_jax.tasks.classifier.ClassifierTask`'s; this
+module configures the model, the crops and the normalisation.
 
 Parallel modes: the crop offsets are drawn for the GLOBAL batch and each device takes its rows
 (``axis_index``), so jit, shard_map and pmap see identical crops and give identical parameters.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import flax.struct
 import jax
@@ -24,10 +26,9 @@ import optax
 
 from d2m_jax.data import batch_layout
 from d2m_jax.data.example_source import window_stride
-from d2m_jax.data.skeleton import STYLES
 from d2m_jax.models import style as style_model
-from d2m_jax.train.parallel_utils import pmean, psum
-from d2m_jax.train.task import Task, compute_dtype
+from d2m_jax.tasks.classifier import ClassifierTask
+from d2m_jax.train.task import compute_dtype
 
 WINDOW = batch_layout.WINDOW_FRAMES
 CLIP_STRIDE = window_stride("music_to_dance")   # the real data's eval windows: every 30 frames
@@ -56,7 +57,7 @@ def _local_rows(x_global, local_batch, axis_name):
   return jax.lax.dynamic_slice_in_dim(x_global, idx * local_batch, local_batch, axis=0)
 
 
-class StyleTask(Task):
+class StyleTask(ClassifierTask):
   name = "style"
 
   def __init__(self, config):
@@ -87,8 +88,8 @@ class StyleTask(Task):
     feats = (batch["d2m28"].astype(jnp.float32) - state.feat_mean) / state.feat_std
     return _crop(feats, offsets, self.num_frames)
 
-  def _train_inputs(self, state, batch, axis_name):
-    """Randomly cropped, z-scored inputs, labels and the dropout key of this step."""
+  def train_inputs(self, state, batch, axis_name):
+    """Randomly cropped, z-scored inputs, labels, uniform weights and the dropout key."""
     rng = jax.random.fold_in(state.rng, state.step)
     crop_rng, drop_rng = jax.random.split(rng)
     local_b, T = batch["d2m28"].shape[:2]
@@ -99,28 +100,11 @@ class StyleTask(Task):
     labels = batch["style"].astype(jnp.int32)
     if axis_name is not None:  # distinct dropout masks per device
       drop_rng = jax.random.fold_in(drop_rng, jax.lax.axis_index(axis_name))
-    return x, labels, drop_rng
+    weights = jnp.full((local_b,), 1.0 / (local_b * n_dev), jnp.float32)
+    return x, labels, weights, drop_rng
 
-  def _loss(self, params, x, labels, drop_rng):
-    logits = self.model.apply({"params": params}, x, deterministic=False,
-                              rngs={"dropout": drop_rng})
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
-
-  def forward(self, state, batch):
-    """The training forward pass and loss (train-mode dropout), no gradient (benchmarks)."""
-    x, labels, drop_rng = self._train_inputs(state, batch, None)
-    return self._loss(state.params, x, labels, drop_rng)[0]
-
-  def train_step(self, state, batch, axis_name=None):
-    x, labels, drop_rng = self._train_inputs(state, batch, axis_name)
-    (loss, logits), grads = jax.value_and_grad(self._loss, has_aux=True)(
-        state.params, x, labels, drop_rng)
-    grads = pmean(grads, axis_name)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
-    metrics = pmean({"loss": loss, "accuracy": acc}, axis_name)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  def train_logits(self, params, x, rng):
+    return self.model.apply({"params": params}, x, deterministic=False, rngs={"dropout": rng})
 
   def logits(self, state, feats_window):
     """Logits for (B, >=num_frames, 28) raw d2m28 frames (the centred crop)."""
@@ -151,37 +135,8 @@ class StyleTask(Task):
       out.append(np.asarray(self._logits_jit(state, windows), np.float32)[:s.size])
     return np.concatenate(out)
 
-  def eval_step(self, state, batch, axis_name=None):
-    logits = self.logits(state, batch["d2m28"])
-    labels = batch["style"].astype(jnp.int32)
-    mask = batch.get("eval_mask")
-    mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    pred = jnp.argmax(logits, -1)
-    n = psum(mask.sum(), axis_name)
-    loss = psum((ce * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
-    acc = psum(((pred == labels) * mask).sum(), axis_name) / jnp.maximum(n, 1.0)
-    onehot_t = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
-    onehot_p = jax.nn.one_hot(pred, self.num_classes)
-    confusion = psum(onehot_t.T @ onehot_p, axis_name)  # [true, predicted] counts
-    return {"loss": loss, "accuracy": acc, "confusion": confusion}
-
-  def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """Per-class accuracy from the summed confusion matrix (exact over all eval examples)."""
-    conf = np.asarray(metrics["confusion"], np.float64)
-    support = conf.sum(1)
-    per_class = np.where(support > 0, np.diag(conf) / np.maximum(support, 1), np.nan)
-    names = list(STYLES[:self.num_classes]) if self.num_classes <= len(STYLES) else \
-        [str(i) for i in range(self.num_classes)]
-    out = {"confusion": conf.astype(np.int64).tolist(), "class_names": names,
-           "class_support": support.astype(np.int64).tolist(),
-           "per_class_accuracy": [None if np.isnan(a) else float(a) for a in per_class]}
-    if conf.sum() > 0:
-      out["accuracy"] = float(np.trace(conf) / conf.sum())
-    for name, a in zip(names, per_class):
-      if not np.isnan(a):
-        out[f"accuracy_{name}"] = float(a)
-    return out
+  def eval_logits(self, state, batch):
+    return self.logits(state, batch["d2m28"]), None
 
   # ---- synthetic data ------------------------------------------------------------------------
   def synthetic_batch(self, batch_size, rng):

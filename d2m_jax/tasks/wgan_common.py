@@ -89,6 +89,16 @@ def windows_synthetic_batch(batch_size: int, rng: np.random.Generator, pose_dim:
   return batch_layout.windows_batch(batch_size, rng, pose_dim, waveform=waveform)
 
 
+def apply_update(tx: optax.GradientTransformation, grads, opt_state, params,
+                 axis_name: Optional[str] = None):
+  """One optimiser update of ``params`` with the device-averaged ``grads`` -> (params, state).
+  Every GAN of the package (the WGAN phases, the learn2dance pose and sequence GANs) updates
+  its generator and critic through this."""
+  grads = pmean(grads, axis_name)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
 def _slice_tree(tree, i):
   return jax.tree.map(lambda x: x[i], tree)
 
@@ -195,9 +205,8 @@ class WGANTask(Task):
       return -w + self.gamma * gp, (w, gp, gnorm)
 
     (loss, (w, gp, gnorm)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-    grads = pmean(grads, axis_name)
-    updates, d_opt = state.d_tx.update(grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, updates)
+    d_params, d_opt = apply_update(state.d_tx, grads, state.d_opt_state, state.d_params,
+                                   axis_name)
     metrics = pmean({"d_loss": loss, "w_dist": w, "gp": gp, "grad_norm": gnorm}, axis_name)
     return state.replace(d_params=d_params, d_opt_state=d_opt, g_batch_stats=g_bs), metrics
 
@@ -214,9 +223,8 @@ class WGANTask(Task):
 
     (loss, (g_bs, adv, reg_m)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.g_params)
-    grads = pmean(grads, axis_name)
-    updates, g_opt = state.g_tx.update(grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
+    g_params, g_opt = apply_update(state.g_tx, grads, state.g_opt_state, state.g_params,
+                                   axis_name)
     g_ema = optax.incremental_update(g_params, state.g_ema, 1.0 - self.ema_decay)
     metrics = pmean({"g_loss": loss, "g_adv": adv, **reg_m}, axis_name)
     return state.replace(g_params=g_params, g_ema=g_ema, g_opt_state=g_opt,

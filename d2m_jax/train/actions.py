@@ -243,6 +243,7 @@ class Evaluate(Action):
     self.history: List[Dict[str, Any]] = []
     self.latest: Optional[Dict[str, Any]] = None
     self.final: Dict[str, Any] = {}
+    self.done_at: Dict[str, Any] = {}   # name -> (step, record) of its last evaluation
 
   def __call__(self, run, step, state):
     if run.stopping(step):
@@ -252,9 +253,15 @@ class Evaluate(Action):
       self.evaluate(run, step, state, names, final=False)
 
   def end(self, run, step, state):
-    names = [n for n, s in self.specs.items() if s.final]
-    if names:
-      self.evaluate(run, step, state, names, final=True)
+    finals = [n for n, s in self.specs.items() if s.final]
+    fresh = [n for n in finals if self.done_at.get(n, (None,))[0] != step]
+    for name in finals:
+      if name not in fresh:   # evaluated at this very step already (e.g. a target stop)
+        self.final[name] = self.done_at[name][1]
+    if fresh:
+      self.evaluate(run, step, state, fresh, final=True)
+    else:
+      self.write(run, step)
 
   def evaluate(self, run: Run, step: int, state, names: List[str], final: bool):
     run.throughput.pause()
@@ -273,11 +280,15 @@ class Evaluate(Action):
       record = {"step": step, "split": self.specs[name].split, "name": name, **metrics}
       self.history.append({k: v for k, v in record.items() if np.ndim(v) == 0})
       self.latest = record
+      self.done_at[name] = (step, record)
       if final:
         self.final[name] = record
     run.clock.eval_s += time.perf_counter() - t0
     run.clock.eval_cpu_s += time.process_time() - c0
     run.throughput.resume()
+    self.write(run, step)
+
+  def write(self, run: Run, step: int):
     if run.is_main and self.latest is not None:
       logs.atomic_write_json(os.path.join(run.workdir, "eval.json"), {
           "step": step, "latest": self.latest, "final": self.final, "history": self.history})

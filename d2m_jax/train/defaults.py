@@ -75,6 +75,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.target = ml_collections.ConfigDict(dict(metric="", threshold=0.0, mode="max"))
   # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; count 0: off.
   c.profile_steps = (0, 0)
+  # Resume safety (d2m_jax/train/workdir.py): a resume whose config differs from the workdir's
+  # config.json is refused except in the cadence fields and those named here ("optim.lr,..."):
+  c.allow_config_change = ""
+  # >= 0: resume from this checkpoint; newer ones are moved to WORKDIR/superseded_checkpoints/.
+  c.restore_step = -1
   c.data = data_config()
   # Multi-process runs (jax.distributed); 'auto' initializes only under a cluster launch.
   c.distributed = distributed.distributed_config()

@@ -41,6 +41,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from d2m_jax.configs import get
+
 MODES = ("off", "auto", "on")
 ENV_PREFIX = "D2M_"
 
@@ -85,16 +87,6 @@ class LaunchSpec:
     if self.local_device_ids is not None:
       kw["local_device_ids"] = list(self.local_device_ids)
     return kw
-
-
-def _get(cfg: Any, name: str, default=None):
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping):
-    value = cfg.get(name, default)
-  else:
-    value = getattr(cfg, name, default)
-  return default if value is None else value
 
 
 def _int_or_none(value, what: str) -> Optional[int]:
@@ -148,7 +140,7 @@ def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **override
       ``cfg`` (command-line flags).
   """
   env = os.environ if env is None else env
-  fields = {k: _get(cfg, k) for k in distributed_config().keys()}
+  fields = {k: get(cfg, k) for k in distributed_config().keys()}
   unknown = set(overrides) - set(fields)
   if unknown:
     raise TypeError(f"unknown distributed field(s): {sorted(unknown)}")
@@ -218,14 +210,14 @@ def maybe_initialize(cfg: Any = None, **overrides) -> bool:
     cfg: a full config (with ``.distributed``), or ``config.distributed`` itself, or None.
     **overrides: field values from flags (win over the config).
   """
-  if cfg is not None and _get(cfg, "distributed") is not None:
-    cfg = _get(cfg, "distributed")
-  elif cfg is not None and _get(cfg, "task") is not None:
+  if cfg is not None and get(cfg, "distributed") is not None:
+    cfg = get(cfg, "distributed")
+  elif cfg is not None and get(cfg, "task") is not None:
     cfg = None          # a full config without a ``distributed`` block: defaults
   if jax.distributed.is_initialized():
     # Second call (a test, a notebook, train + evaluate in one process): check it agrees.
     wanted = overrides.get("num_processes")
-    wanted = _int_or_none(_get(cfg, "num_processes") if wanted is None else wanted,
+    wanted = _int_or_none(get(cfg, "num_processes") if wanted is None else wanted,
                           "distributed.num_processes")
     if wanted is not None and wanted != jax.process_count():
       raise DistributedError(

@@ -30,8 +30,10 @@ Kinds shipped here:
 ``motion_ratio``
   For tasks with ``motion_rows(state, batch, rng) -> {row: (N, T, P) units}`` (the Dancing2Music
   stages: real units, the VAE's reconstruction, prior samples, the dance and music paths):
-  mean frame-to-frame motion ``|x[t+1] - x[t]|`` of each row and its ratio to the ``real``
-  row, over ``num_batches`` batches (default 4) of the split.
+  mean frame-to-frame motion ``|x[t+1] - x[t]|`` of each row, its ratio to the ``real``
+  row and ``|log ratio|`` (0 when the row moves exactly as much as the real units: the target
+  to minimise for a generator, which can overshoot as well as damp), over ``num_batches``
+  batches (default 4) of the split.
 """
 from __future__ import annotations
 
@@ -98,12 +100,9 @@ def specs(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.ConfigD
 
 def applicable(task, spec) -> bool:
   """Whether ``task`` can run an evaluator of this spec (task_eval needs an eval_step)."""
-  from d2m_jax.train.task import Task  # pylint: disable=import-outside-toplevel
-  if spec.kind == "task_eval":
-    return type(task).eval_step is not Task.eval_step
-  if spec.kind == "motion_ratio":
-    return hasattr(task, "motion_rows")
-  return True
+  need = {"task_eval": "eval_step", "motion_ratio": "motion_rows",
+          "dance_metrics": "generate"}.get(spec.kind)
+  return need is None or task.supports(need)
 
 
 def run(name: str, spec, ctx: EvalContext, state) -> Dict[str, Any]:
@@ -188,9 +187,7 @@ def task_eval(ctx: EvalContext, state, spec) -> Dict[str, Any]:
     return {}
   out = {k: (float(v / weight) if np.ndim(v) == 0 else v) for k, v in sums.items()}
   out["num_examples"] = int(weight)
-  finalize = getattr(ctx.task, "finalize_eval", None)
-  if finalize is not None:
-    out.update(finalize(out))
+  out.update(ctx.task.finalize_eval(out))
   return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 
 
@@ -222,7 +219,11 @@ def motion_ratio(ctx: EvalContext, state, spec) -> Dict[str, Any]:
   out = {f"{row}_motion": v / n_batches for row, v in sums.items()}
   real = out.get("real_motion")
   if real:
-    out.update({f"{row}_ratio": out[f"{row}_motion"] / real for row in sums if row != "real"})
+    for row in sums:
+      if row != "real":
+        ratio = out[f"{row}_motion"] / real
+        out[f"{row}_ratio"] = ratio
+        out[f"{row}_log_ratio"] = abs(float(np.log(ratio))) if ratio > 0 else float("inf")
   out["num_batches"] = n_batches
   return out
 

@@ -11,37 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
+from d2m_jax import files
 
-def atomic_write_json(path: str, obj: Any):
-  """Writes JSON to a temporary name in the same folder, then ``os.replace`` (never half-written)."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def _json_default(x):
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  if isinstance(x, (np.floating, np.integer, np.bool_)):
-    return x.item()
-  if hasattr(x, "__array__"):
-    return np.asarray(x).tolist()
-  raise TypeError(f"not JSON serialisable: {type(x)}")
+# JSON to a temporary name in the same folder, then ``os.replace`` (never half-written): the
+# package's one atomic writer (d2m_jax/files.py), under the name the engine uses.
+atomic_write_json = files.write_json
+_json_default = files.json_default
 
 
 def _scalar(v) -> float:

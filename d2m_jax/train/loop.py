@@ -43,6 +43,7 @@ from d2m_jax.train import evaluators
 from d2m_jax.train import logs
 from d2m_jax.train import parallel
 from d2m_jax.train import state as state_lib
+from d2m_jax.train import workdir as workdir_lib
 from d2m_jax.train.task import Task
 from d2m_jax.train.task import resolve_dtype_name
 
@@ -61,6 +62,7 @@ def _poison(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
           for k, v in batch.items()}
 
 
+@workdir_lib.locked_training  # lock, workdir and resume-config checks before anything is written
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task: Task,
                        train_iter: Optional[Any] = None,
                        eval_iter_fn: Optional[Callable[[str], Iterable]] = None,
@@ -83,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, task:
 
 
 def _setup(config, workdir: str, task: Task) -> actions_lib.Run:
-  """Mesh, parallel wrapper, checks, the start-up line, config.json, writer, checkpointer."""
+  """Mesh, parallel wrapper, checks, the start-up line, writer, checkpointer."""
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)
@@ -99,9 +101,6 @@ def _setup(config, workdir: str, task: Task) -> actions_lib.Run:
   log(f"task={config.task} parallel={dp.mode} devices={dp.num_devices} "
       f"({jax.devices()[0].device_kind}) processes={jax.process_count()} "
       f"global_batch={global_batch} dtype={_dtype_label(config)} workdir={workdir}")
-  if is_main:
-    logs.atomic_write_json(os.path.join(workdir, "config.json"),
-                           json.loads(config.to_json_best_effort(indent=2, sort_keys=True)))
   ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.get("keep_checkpoints", 3)),
                                async_save=bool(config.get("async_checkpoints", True)))
   return actions_lib.Run(config=config, workdir=workdir, task=task, dp=dp, ckpt=ckpt,
@@ -120,6 +119,9 @@ def _train(run: actions_lib.Run, handler, train_iter, eval_iter_fn, stats):
   if first is None:
     raise RuntimeError("the training iterator yielded no batch")
   state = _initial_state(run, first, stats, latest)
+  if jax.process_index() == 0:  # config.json only once the restore worked (issue 26)
+    logs.atomic_write_json(os.path.join(run.workdir, "config.json"),
+                           json.loads(run.config.to_json_best_effort(indent=2, sort_keys=True)))
   if run.start_step >= run.total_steps:
     run.log(f"nothing to do: checkpoint step {run.start_step} >= "
             f"num_train_steps={run.total_steps}")

@@ -8,8 +8,8 @@ these two functions, so a state is always built the same way:
    concrete data, such as fitting k-means centroids for the learn2dance classifier, happens
    there and nowhere else;
 2. ``task.init_state(rng, batch, stats)`` runs under ``jax.jit`` (an eager flax init of the
-   scans is many times slower; the batch and stats are traced arguments, never baked-in
-   constants), with the mesh's replicated out-sharding when one is given, so the state is born
+   scans is many times slower; the batch is a traced argument, never a baked-in constant, the
+   small stats stay concrete), with the mesh's replicated out-sharding when one is given, so the state is born
    where the train step wants it;
 3. :func:`abstract_state` is the same call under ``jax.eval_shape``: the ``ShapeDtypeStruct``
    tree (with shardings) that orbax restores into, that ``jax.export`` lowers against and that
@@ -35,6 +35,13 @@ class StateBuildError(RuntimeError):
   ``Task.prepare_host``)."""
 
 
+def _init_fn(task, stats):
+  """``(rng, batch) -> state``: the batch is traced (never a baked-in constant); the dataset
+  stats (small: means, stds, class counts) stay concrete host arrays, so tasks may derive
+  constants from them with numpy (class weights, 2-D projections)."""
+  return lambda rng, batch: task.init_state(rng, batch, stats)
+
+
 def _traced(what, task, fn):
   try:
     return fn()
@@ -58,8 +65,8 @@ def build_state(task, rng, batch: Dict[str, Any], stats: Optional[Dict[str, np.n
       leaves placement to jit (the default device).
   """
   task.prepare_host(batch, stats)
-  fn = jax.jit(task.init_state, out_shardings=sharding)
-  return _traced("build_state", task, lambda: fn(rng, batch, stats))
+  fn = jax.jit(_init_fn(task, stats), out_shardings=sharding)
+  return _traced("build_state", task, lambda: fn(rng, batch))
 
 
 def abstract_state(task, rng, batch: Dict[str, Any],
@@ -67,7 +74,7 @@ def abstract_state(task, rng, batch: Dict[str, Any],
   """The ``ShapeDtypeStruct`` tree of :func:`build_state`'s result, without computing it;
   with ``sharding`` every leaf carries it (orbax restores into that placement)."""
   shapes = _traced("abstract_state", task,
-                   lambda: jax.eval_shape(task.init_state, rng, batch, stats))
+                   lambda: jax.eval_shape(_init_fn(task, stats), rng, batch))
   if sharding is None:
     return shapes
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)

@@ -87,8 +87,48 @@ class Task(abc.ABC):
     """Evaluation metrics (batch means) on one batch. Default: none."""
     return {}
 
-  # Optional: ``forward(state, batch) -> loss`` (float32 scalar): the same forward pass and loss
-  # as train_step without gradient or update (benchmarks' forward-only rows). Pure and jittable.
+  # ---- optional members ----------------------------------------------------------------------
+  # Declared here so that every task has them; a task provides one by overriding it, and
+  # ``task.supports(name)`` says whether it did (callers ask that, never ``hasattr``).
+  OPTIONAL_METHODS = ("eval_step", "forward", "generate", "finalize_eval", "motion_rows")
+
+  # Generation (d2m_jax/generate.py): motion frames per second of ``generate``'s output (None:
+  # the mocap rate), the music features it reads (``prepare_music`` computes them at that fps),
+  # whether it reads the beats, and the skeleton name of its joints (None: inferred from (J, C)).
+  fps: Optional[float] = None
+  generation_features: Tuple[str, ...] = ()
+  generation_uses_beats: bool = True
+  skeleton: Optional[str] = None
+
+  def forward(self, state, batch: Batch):
+    """The same forward pass and loss as train_step without gradient or update (float32 scalar;
+    benchmarks' forward-only rows). Pure and jittable."""
+    raise NotImplementedError(f"task {self.name!r} has no forward()")
+
+  def generate(self, state, feats: Dict[str, np.ndarray], beats, num_frames: int, rng,
+               num_samples: int = 1):
+    """A dance for one song: ``feats`` {name: (num_frames, D)} of ``generation_features``,
+    ``beats`` (frame indices) -> (num_samples, num_frames, J, C) joints."""
+    raise NotImplementedError(f"task {self.name!r} cannot generate dances")
+
+  def motion_rows(self, state, batch: Batch, rng) -> Dict[str, Any]:
+    """Units to compare by motion (``motion_ratio`` evaluator): ``{"real": (N, T, P), "<row>":
+    (N, T, P), ...}`` in one normalised space, e.g. a VAE's reconstruction and a generator's
+    samples. Pure and jittable."""
+    raise NotImplementedError(f"task {self.name!r} has no motion_rows()")
+
+  def finalize_eval(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """Extra entries computed from the SUMMED evaluation metrics of a whole split (e.g. a
+    report from a confusion matrix); merged into them. Default: none."""
+    del metrics
+    return {}
+
+  def supports(self, member: str) -> bool:
+    """Whether this task provides the optional method ``member`` (one of
+    :data:`OPTIONAL_METHODS`): True when its class overrides the declaration above."""
+    if member not in self.OPTIONAL_METHODS:
+      raise ValueError(f"{member!r} is not an optional Task method {self.OPTIONAL_METHODS}")
+    return getattr(type(self), member) is not getattr(Task, member)
 
   @abc.abstractmethod
   def synthetic_batch(self, batch_size: int, rng: np.random.Generator) -> Batch:
