@@ -63,6 +63,7 @@ class Section:
   steps: int = 5
   torch_compile: bool = True
   xla_dump: bool = False          # dump XLA's modules and summarise its convolutions (item 4)
+  xla_flags: str = ""             # appended to XLA_FLAGS of the section's subprocess
 
 
 def _rnn(*impls: str, **extra: str) -> List[Variant]:
@@ -81,21 +82,27 @@ def _rnn(*impls: str, **extra: str) -> List[Variant]:
 # could compile the generator only; the critic's double backward dominates the step), so its
 # time goes to the conv_impl question (xla = cuDNN vs im2col). 'pallas' is timed only where some GRU is small enough for the fused kernel (H <= 64: the WGAN
 # noise GRU, the composition's style GRU-30); for the H >= 512 models it would run 'unrolled'.
+# XLA:GPU command buffers (CUDA graphs) for the default kinds plus while loops: the scan's 32
+# steps become one graph launch instead of a host-driven loop (issue 25's suite row).
+CMDBUF_WHILE = "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE"
+
 FULL = [
-    Section("decomposition_bf16", "compare", "d2m_decomposition", ["bfloat16"], [256], 85,
+    Section("decomposition_bf16", "compare", "d2m_decomposition", ["bfloat16"], [256], 75,
             _rnn("unrolled", "scan")),
-    Section("decomposition_f32", "compare", "d2m_decomposition", ["float32"], [256], 70,
+    Section("decomposition_bf16_scan_cmdbuf", "compare", "d2m_decomposition", ["bfloat16"],
+            [256], 40, _rnn("scan"), rounds=2, torch_compile=False, xla_flags=CMDBUF_WHILE),
+    Section("decomposition_f32", "compare", "d2m_decomposition", ["float32"], [256], 65,
             _rnn("unrolled", "scan")),
     Section("style_gru512x2_f32", "compare", "style_improved", ["float32"], [256], 45,
             _rnn("unrolled", "scan")),
-    Section("wgan_audio_f32", "compare", "wgan_audio", ["float32"], [64], 105,
+    Section("wgan_audio_f32", "compare", "wgan_audio", ["float32"], [64], 95,
             _rnn("unrolled", conv_impl="xla") + _rnn("unrolled", conv_impl="im2col")
             + _rnn("scan", conv_impl="xla") + _rnn("pallas", conv_impl="xla"),
             rounds=3, steps=3, torch_compile=False, xla_dump=True),
-    Section("composition_f32", "compare", "d2m_composition", ["float32"], [256], 90,
+    Section("composition_f32", "compare", "d2m_composition", ["float32"], [256], 80,
             _rnn("unrolled", "scan", "pallas")),
     Section("sweep_decomposition", "sweep", "d2m_decomposition", ["bfloat16", "float32"],
-            [256, 1024, 4096], 75),
+            [256, 1024, 4096], 70),
 ]
 
 # CPU smoke: every section kind and model, tiny JAX sizes (the PyTorch peer keeps its paper
@@ -235,6 +242,8 @@ def enrich(rec: Dict[str, Any], section: Section, preset: str, info: Dict[str, A
   conv = rec.get("conv_impl") or ov.get("model.conv_impl")
   if rec.get("framework", "jax").startswith("jax") or rec.get("bench") == "train_step":
     impl = f"rnn={rnn or 'auto'}" + (f",conv={conv}" if conv else "")
+    if section.xla_flags:
+      impl += ",cmdbuf=" + section.xla_flags.rsplit("=", 1)[-1].rsplit(",", 1)[-1]
   else:
     impl = rec.get("peer_impl") or rec.get("framework")
   out = {"suite": "gpu_suite", "preset": preset, "section": section.name,
@@ -242,6 +251,8 @@ def enrich(rec: Dict[str, Any], section: Section, preset: str, info: Dict[str, A
          "torch": rec.get("torch") or info.get("torch_version"), "impl": impl}
   out.update(rec)
   out["impl"] = impl
+  if section.xla_flags:
+    out["xla_flags"] = section.xla_flags
   out.pop("step_times_s", None) if preset == "smoke" else None
   return out
 
@@ -300,6 +311,8 @@ def run_suite(preset: str, out_dir: str, *, budget_s: Optional[float] = None,
       if sec.xla_dump:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump} "
                             "--xla_dump_hlo_as_text").strip()
+      if sec.xla_flags:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + sec.xla_flags).strip()
       try:
         rc = subprocess.run(cmd, cwd=REPO, stdout=lf, stderr=subprocess.STDOUT, timeout=timeout,
                             env=env).returncode

@@ -73,6 +73,11 @@ def test_full_preset_fits_eight_minutes_and_covers_the_issue_table():
   assert set(sweep[0].dtypes) == {"float32", "bfloat16"}
   wgan = next(s for s in gpu_suite.FULL if s.model == "wgan_audio")
   assert {ov["model.conv_impl"] for _, ov in wgan.variants} == {"xla", "im2col"}
+  cmdbuf = [s for s in gpu_suite.FULL if "WHILE" in s.xla_flags]
+  assert [(s.model, s.dtypes[0], [ov for _, ov in s.variants]) for s in cmdbuf] == [
+      ("d2m_decomposition", "bfloat16", [{"model.rnn_impl": "scan"}])]
+  assert gpu_suite.enrich({"framework": "jax (jit) scan", "overrides": {"model.rnn_impl": "scan"}},
+                          cmdbuf[0], "full", {})["impl"] == "rnn=scan,cmdbuf=WHILE"
   # the same models in the smoke preset, so the smoke run touches every import path
   assert {s.model for s in gpu_suite.SMOKE} == {s.model for s in gpu_suite.FULL}
 

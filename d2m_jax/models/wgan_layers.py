@@ -31,6 +31,7 @@ from flax.linen.dtypes import promote_dtype
 import jax
 import jax.numpy as jnp
 
+from d2m_jax import target
 from d2m_jax.nn.init import torch_bias_init
 
 # PyTorch xavier_normal_ draws from a plain normal (JAX's glorot_normal is truncated).
@@ -63,7 +64,7 @@ CONV_IMPLS = ("xla", "im2col")
 def resolve_conv_impl(impl: str = "auto") -> str:
   """``"auto"`` -> ``"im2col"`` on the CPU backend, ``"xla"`` otherwise (cuDNN/TPU convs)."""
   if impl == "auto":
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return "im2col" if target.backend() == "cpu" else "xla"
   if impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv_impl {impl!r}; expected 'auto' or one of {CONV_IMPLS}")
   return impl

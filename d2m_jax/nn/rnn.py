@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d2m_jax import target
 from d2m_jax.nn import rnn_pallas
 from d2m_jax.nn.init import uniform_init
 
@@ -83,7 +84,7 @@ def resolve_impl(impl: str, kind: str = "gru", hidden: int = 0,
   """
   if impl not in RNN_IMPLS:
     raise ValueError(f"unknown rnn_impl {impl!r}; expected one of {RNN_IMPLS}")
-  backend = backend or jax.default_backend()
+  backend = backend or target.backend()
   if impl == "auto":
     return "unrolled" if backend == "gpu" else "scan"
   if impl != "pallas":

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from d2m_jax import target
+
 PALLAS_MAX_HIDDEN = 64
 
 
@@ -62,7 +64,7 @@ def default_block_b(batch: int) -> int:
 
 
 def _use_interpret() -> bool:
-  return jax.default_backend() != "gpu"
+  return target.backend() != "gpu"
 
 
 def _compiler_params(hp: int):

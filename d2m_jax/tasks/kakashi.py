@@ -122,8 +122,8 @@ class KakashiTask(Task):
   def init_state(self, rng, batch, stats=None):
     pm, ps = common.pose2d_stats(None, self.J, self.C)  # placeholders, replaced below
     if stats is not None and "pose_mean" in stats:
-      pm = np.asarray(stats["pose_mean"], np.float32)
-      ps = np.float32(max(float(np.mean(stats["pose_std"])), 1e-6))
+      pm = jnp.asarray(stats["pose_mean"], jnp.float32)   # traced under build/abstract_state
+      ps = jnp.maximum(jnp.mean(jnp.asarray(stats["pose_std"], jnp.float32)), 1e-6)
     else:
       pm = np.zeros((self.P,), np.float32); ps = np.float32(1.0)
     mm, msd = common.feature_stats(stats, "mfcc20", 20)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import jax.numpy as jnp
 import numpy as np
 
 from d2m_jax.data import batch_layout
@@ -36,17 +37,19 @@ def pose2d_stats(stats: Optional[dict], joints: int, coords: int):
   P2 = joints * 2
   if stats is None or "pose_mean" not in stats:
     return np.zeros((P2,), np.float32), np.float32(1.0)
-  mean = project_to_2d(np.asarray(stats["pose_mean"], np.float32), joints, coords)
-  std = project_to_2d(np.asarray(stats["pose_std"], np.float32), joints, coords)
-  return mean.astype(np.float32), np.float32(max(float(np.mean(std)), 1e-6))
+  # jnp: init_state runs under jit/eval_shape with the stats as (traced) arguments
+  mean = project_to_2d(jnp.asarray(stats["pose_mean"], jnp.float32), joints, coords)
+  std = project_to_2d(jnp.asarray(stats["pose_std"], jnp.float32), joints, coords)
+  return mean.astype(jnp.float32), jnp.maximum(jnp.mean(std), 1e-6)
 
 
 def feature_stats(stats: Optional[dict], name: str, dim: int):
   """(mean, std) of a frame-feature set, or (0, 1) when no stats are given."""
   if stats is None or f"{name}_mean" not in stats:
     return np.zeros((dim,), np.float32), np.ones((dim,), np.float32)
-  return (np.asarray(stats[f"{name}_mean"], np.float32),
-          np.maximum(np.asarray(stats[f"{name}_std"], np.float32), 1e-6))
+  # jnp: init_state runs under jit/eval_shape with the stats as (traced) arguments
+  return (jnp.asarray(stats[f"{name}_mean"], jnp.float32),
+          jnp.maximum(jnp.asarray(stats[f"{name}_std"], jnp.float32), 1e-6))
 
 
 def to_output_joints(poses2d: np.ndarray, joints: int, coords: int) -> np.ndarray:

@@ -48,8 +48,8 @@ def resolve_dtype_name(name: str, backend: Optional[str] = None) -> str:
     raise ValueError(f"config.dtype={name!r}: expected one of {list(DTYPE_CHOICES)}")
   if name != "auto":
     return name
-  import jax  # pylint: disable=import-outside-toplevel
-  backend = backend or jax.default_backend()
+  from d2m_jax import target  # pylint: disable=import-outside-toplevel
+  backend = backend or target.backend()
   return "bfloat16" if backend in ("gpu", "tpu") else "float32"
 
 
