@@ -174,6 +174,7 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
   once per (row, batch) and reused across seeds (same shapes, same task)."""
   import jax  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
   micro = batch // accumulate
   c = row.config()
@@ -196,7 +197,6 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
     tr = sum(v for k, v in m.items() if k.endswith("gns_trace"))
     return state, {"optim/gns_b_simple": tr / g2} if m and not isinstance(g2, int) else {}
 
-  init = jax.jit(task.init_state)
   step = jax.jit(step_fn, donate_argnums=0)
   evaluate = jax.jit(lambda s, b: task.eval_step(s, b)[row.metric])
   better = (lambda v: v >= row.threshold) if row.mode == "max" else (lambda v: v <= row.threshold)
@@ -205,7 +205,7 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
     rng = np.random.default_rng(seed)
     first = row.stream(micro, rng)
     t0 = time.perf_counter()
-    state = init(jax.random.PRNGKey(seed), first, None)
+    state = state_lib.build_state(task, jax.random.PRNGKey(seed), first)
     state, m = step(state, first)
     float(evaluate(state, held_out))
     if compile_s is None:
@@ -240,6 +240,7 @@ def noise_scale_overhead(row: Row, batch: int, accumulate: int = 2, steps: int =
   alternating blocks of ``steps`` so that load changes hit both alike."""
   import jax  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   micro = batch // accumulate
   rng = np.random.default_rng(0)
   data = [row.stream(micro, rng) for _ in range(4)]
@@ -249,7 +250,7 @@ def noise_scale_overhead(row: Row, batch: int, accumulate: int = 2, steps: int =
     c.data.batch_size = micro
     c.optim.accumulate_steps, c.optim.noise_scale = accumulate, on
     task = get_task(c)
-    state = jax.jit(task.init_state)(jax.random.PRNGKey(0), data[0], None)
+    state = state_lib.build_state(task, jax.random.PRNGKey(0), data[0])
     step = jax.jit(task.train_step, donate_argnums=0)
     state, _ = step(state, data[0])
     fns[on] = [step, state]

@@ -55,10 +55,11 @@ def _build(name):
   cfg = importlib.import_module(f"configs.{name}").get_config()
   task = get_task(cfg)
   batch = task.synthetic_batch(2, np.random.default_rng(0))
-  try:
-    state = task.init_state(jax.random.PRNGKey(0), batch, _dummy_stats())
-  except Exception:  # pylint: disable=broad-except
-    state = task.init_state(jax.random.PRNGKey(0), batch, None)
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  try:  # the composition's state holds pose stats of the mocap's size
+    state = state_lib.build_state(task, jax.random.PRNGKey(0), batch, _dummy_stats())
+  except ValueError:  # tasks whose stats have other shapes: placeholders
+    state = state_lib.build_state(task, jax.random.PRNGKey(0), batch, None)
   return task, state
 
 

@@ -46,6 +46,7 @@ from benchmarks import train_step as ts  # noqa: E402
 def measure(model: str, mode: str, n: int, per_device_batch: int, dtype: str, overrides,
             timing_kw) -> Dict[str, Any]:
   from d2m_jax.tasks import get_task
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from d2m_jax.train.parallel import DataParallel, make_mesh
   cfg = ts.load_config(model, overrides)
   cfg.dtype = dtype
@@ -55,11 +56,8 @@ def measure(model: str, mode: str, n: int, per_device_batch: int, dtype: str, ov
   host_batch = task.synthetic_batch(B, np.random.default_rng(0))
   stats = ts.synthetic_stats(host_batch)
   key = jax.random.PRNGKey(0)
-  try:
-    state = jax.jit(lambda k: task.init_state(k, host_batch, stats))(key)
-  except Exception:  # noqa: BLE001
-    state = task.init_state(key, host_batch, stats)
   dp = DataParallel(mode, make_mesh(n))
+  state = state_lib.build_state(task, key, host_batch, stats, sharding=dp.state_sharding())
   state = dp.put_state(state)
   batch = dp.put_batch(host_batch)
   compiled, compile_s = dp.compile(dp.wrap(task.train_step), state, batch)

@@ -32,6 +32,7 @@ def main():
   import jax  # pylint: disable=import-outside-toplevel
   from d2m_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   config = _config(a.config)
   config.data.source, config.data.loader = a.source, "numpy"
   port = config.data.copy_and_resolve_references()
@@ -46,7 +47,7 @@ def main():
   b32 = {k: v for k, v in next(pipeline.make_iterator(config.data, "train",
                                                        start_step=a.step)).items() if k in b16}
   task = get_task(config)
-  state = jax.jit(task.init_state)(jax.random.PRNGKey(0), b32, pipeline.load_stats(config.data))
+  state = state_lib.build_state(task, jax.random.PRNGKey(0), b32, pipeline.load_stats(config.data))
   step = jax.jit(task.train_step)
   _, m32 = step(state, b32)
   _, m16 = step(state, b16)

@@ -165,14 +165,14 @@ def load_config(path: str):
 def analyse(path: str, batch: int, measure: bool, steps: int) -> dict:
   import jax
   from d2m_jax.tasks import get_task
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
 
   config = load_config(path)
   config.data.batch_size = batch
   task = get_task(config)
   host_batch = task.synthetic_batch(batch, np.random.default_rng(0))
   stats = _fake_stats(host_batch)
-  shapes = jax.eval_shape(lambda rng: task.init_state(rng, host_batch, stats),
-                          jax.random.PRNGKey(0))
+  shapes = state_lib.abstract_state(task, jax.random.PRNGKey(0), host_batch, stats)
   grad_bytes = critic_bytes = state_bytes = 0
   grad_params = 0
   for keypath, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
@@ -205,8 +205,9 @@ def analyse(path: str, batch: int, measure: bool, steps: int) -> dict:
 
 def _measure(task, host_batch, stats, steps: int) -> dict:
   import jax
+  from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
-  state = jax.jit(lambda rng: task.init_state(rng, host_batch, stats))(jax.random.PRNGKey(0))
+  state = state_lib.build_state(task, jax.random.PRNGKey(0), host_batch, stats)
   batch = jax.device_put(host_batch, device)
   step = jax.jit(lambda s, b: task.train_step(s, b, None), donate_argnums=0)
   t0 = time.perf_counter()

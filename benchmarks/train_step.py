@@ -139,7 +139,9 @@ class Bench:
     self.config = load_config(model, overrides) if config is None else config
     self.config.dtype = dtype
     from d2m_jax.tasks import get_task  # the package; imports the model lazily
+    from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
     self.get_task = get_task
+    self.build_state = state_lib.build_state
     self.seed = seed
     self.num_devices = jax.local_device_count()
     self.mesh = jax.make_mesh((self.num_devices,), ("data",),
@@ -154,13 +156,9 @@ class Bench:
     host_batch = task.synthetic_batch(batch_size, rng)
     stats = synthetic_stats(host_batch)
     key = jax.random.PRNGKey(self.seed)
-    try:
-      state = jax.jit(lambda k: task.init_state(k, host_batch, stats))(key)
-    except Exception:  # init that is not traceable: run it eagerly
-      state = task.init_state(key, host_batch, stats)
     repl = jax.sharding.NamedSharding(self.mesh, jax.P())
     data = jax.sharding.NamedSharding(self.mesh, jax.P("data"))
-    state = jax.device_put(state, repl)
+    state = self.build_state(task, key, host_batch, stats, sharding=repl)
     batch = jax.device_put(host_batch, data)
     examples = int(next(iter(host_batch.values())).shape[0])
     return task, state, batch, examples
