@@ -85,7 +85,9 @@ def main(argv):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import cli  # pylint: disable=import-outside-toplevel,redefined-outer-name
   from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   try:
+    workdir_lib.check_config_values(FLAGS.config)  # before the task (its optimiser) is built
     task = get_task(FLAGS.config)
     state = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=task,
                                     preemption=preemption)

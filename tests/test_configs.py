@@ -8,7 +8,7 @@ from d2m_jax import configs
 def test_names_and_variants_cover_the_config_files():
   files = sorted(p.stem for p in configs.CONFIG_DIR.glob("*.py") if p.stem != "__init__")
   assert list(configs.names()) == files and "style_paper" in files
-  assert configs.variants("d2m_composition") == ("mocap", "openpose")
+  assert configs.variants("d2m_composition") == ("mocap", "openpose", "cpu")
   assert configs.variants("style_paper") == (None,)
 
 

@@ -67,8 +67,8 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
     cases = {  # name: (process, exit code, text the line must hold)
         "unknown_key": (_launch("train.py", *style, "--config.optim.lrr=1",
                                 f"--workdir={t / 'w1'}"), 2,
-                        "--config.optim.lrr: unknown config key config.optim.lrr; valid keys "
-                        "of config.optim: learning_rate"),
+                        "--config.optim.lrr: unknown config key config.optim.lrr; did you mean "
+                        "config.optim.lr?"),
         "missing_config": (_launch("train.py", "--config=configs/no_such.py",
                                    f"--workdir={t / 'w2'}"), 2,
                            "--config=configs/no_such.py: config file not found"),

@@ -234,24 +234,24 @@ def test_resume_with_other_model_fields_is_refused_and_config_json_kept(trained,
   before = _snapshot(workdir)
   c = tiny_config(6)
   c.model.hidden = 16
-  c.optim.learning_rate = 0.5
+  c.optim.lr = 0.5
   with pytest.raises(ConfigMismatchError) as e:
     train(c, workdir, train_iter=data_from)
   msg = str(e.value)
-  assert "model.hidden: 8 -> 16" in msg and "optim.learning_rate: 0.01 -> 0.5" in msg, msg
+  assert "model.hidden: 8 -> 16" in msg and "optim.lr: 0.01 -> 0.5" in msg, msg
   assert "num_train_steps" not in msg                      # a cadence field may change
   assert _snapshot(workdir) == before
   # allowed explicitly, the restore itself fails (the shapes differ): config.json still intact
-  c.allow_config_change = "model.hidden,optim.learning_rate"
+  c.allow_config_change = "model.hidden,optim.lr"
   with pytest.raises(CheckpointError, match="does not fit the train state"):
     train(c, workdir, train_iter=data_from)
   assert json.load(open(os.path.join(workdir, "config.json")))["model"]["hidden"] == 8
   # only an allowed field differs: resumes, and config.json then records the new value
-  c2 = tiny_config(6, allow_config_change="optim.learning_rate")
-  c2.optim.learning_rate = 0.02
+  c2 = tiny_config(6, allow_config_change="optim.lr")
+  c2.optim.lr = 0.02
   train(c2, workdir, train_iter=data_from)
   saved = json.load(open(os.path.join(workdir, "config.json")))
-  assert saved["optim"]["learning_rate"] == 0.02 and saved["num_train_steps"] == 6
+  assert saved["optim"]["lr"] == 0.02 and saved["num_train_steps"] == 6
   assert workdir_lib.checkpoint_steps(workdir)[-1] == 6
 
 
@@ -304,9 +304,9 @@ def test_resume_config_check_names_fields_and_honours_allow():
 def test_unknown_key_message_names_path_and_nearest_keys():
   from configs import style_paper  # pylint: disable=import-outside-toplevel
   c = style_paper.get_config()
-  msg = workdir_lib.unknown_key_message(c, "optim.learning_rat")
-  assert msg == ("--config.optim.learning_rat: unknown config key config.optim.learning_rat; "
-                 "did you mean config.optim.learning_rate?")
+  msg = workdir_lib.unknown_key_message(c, "optim.lrr")
+  assert msg == ("--config.optim.lrr: unknown config key config.optim.lrr; "
+                 "did you mean config.optim.lr?")
   msg = workdir_lib.unknown_key_message(c, "modle.hidden")
   assert "unknown config key config.modle; did you mean config.model?" in msg
   assert workdir_lib.unknown_key_message(c, "model.hidden") is None
