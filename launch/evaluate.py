@@ -18,7 +18,6 @@ per_class, confusion}``. The test sequences are the data's test split, or with
 (each model normalises with the training statistics in its checkpoint). The protocol (clip length,
 clip count, seeds, split) is fixed in ``d2m_jax/metrics/evaluation.py`` and recorded in the JSON.
 """
-import json
 import os
 import sys
 import time
@@ -88,7 +87,7 @@ def _processed_real_data():
 
 def _evals_of(workdir: str, names) -> int:
   """``--evals_of``: the workdir's own evaluators on its latest checkpoint."""
-  from d2m_jax.generate import atomic_write  # pylint: disable=import-outside-toplevel
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
   from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import evaluators  # pylint: disable=import-outside-toplevel
@@ -102,8 +101,7 @@ def _evals_of(workdir: str, names) -> int:
     print(f"{name}: {evaluators.describe(metrics)}", flush=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   path = os.path.join(FLAGS.out_dir, "eval.json")
-  out = dict(workdir=workdir, step=int(state.step), evals=results)
-  atomic_write(path, lambda f: f.write(json.dumps(out, indent=1, default=float)), mode="w")
+  files.write_json(path, dict(workdir=workdir, step=int(state.step), evals=results), indent=1)
   print(f"wrote {path}")
   return 0
 

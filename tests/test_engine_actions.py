@@ -194,3 +194,13 @@ def test_evaluate_state_reproduces_the_loops_final_evaluation(tiny_data_cfg, tmp
   assert again["num_examples"] == final["num_examples"]
   np.testing.assert_allclose(again["loss"], final["loss"], rtol=1e-6)
   np.testing.assert_array_equal(again["confusion"], final["confusion"])
+  # ... and through the launcher (one process, the workdir's own evaluators)
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run([sys.executable, os.path.join(repo, "launch", "evaluate.py"),
+                      f"--evals_of={tmp_path}", f"--out_dir={tmp_path / 'ev'}", "--evals=test"],
+                     capture_output=True, text=True, cwd=repo, timeout=600, check=False)
+  assert r.returncode == 0, r.stderr[-2000:]
+  cli = json.loads((tmp_path / "ev" / "eval.json").read_text())["evals"]["test"]
+  np.testing.assert_allclose(cli["loss"], final["loss"], rtol=1e-6)
