@@ -11,23 +11,10 @@ import pathlib
 import subprocess
 import sys
 
+from import_blocker import write_blocker
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BLOCKED = ("tensorflow", "tensorflow_datasets", "librosa", "soundfile", "clu")
-BLOCKER = f'''
-import sys
-BLOCKED = {BLOCKED!r}
-class _Hide:
-  def __init__(self, inner):
-    self.inner = inner
-  def find_spec(self, name, path=None, target=None):
-    if name.split(".")[0] in BLOCKED:
-      return None
-    f = getattr(self.inner, "find_spec", None)
-    return f(name, path, target) if f else None
-  def __getattr__(self, attr):
-    return getattr(self.inner, attr)
-sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
-'''
 
 
 def _metrics(workdir: pathlib.Path):
@@ -49,9 +36,7 @@ def test_tiny_accelerator_run_without_tf_librosa_soundfile_clu(tmp_path, tiny_da
   assert sorted(x.name for x in (pack / "data").iterdir()) == [
       "d2m_composition.npz", "d2m_decomposition.npz", "style_paper.npz"]
 
-  block = tmp_path / "block"
-  block.mkdir()
-  (block / "sitecustomize.py").write_text(BLOCKER)
+  block = write_blocker(tmp_path / "block", BLOCKED)
   env = dict(env, PYTHONPATH=str(block), TINY="1", SUITE_BUDGET_S="0", STYLE_S="5",
              DECOMP_S="5", COMP_S="5", MOTION_EXAMPLES="4")
   check = subprocess.run([sys.executable, "-c", "import soundfile"], env=env,

@@ -20,6 +20,7 @@ import pytest
 
 from benchmarks import compare
 from benchmarks import gpu_suite
+from import_blocker import write_blocker
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TORCH_SITE = REPO / ".torch_site"
@@ -27,21 +28,6 @@ TORCH_SITE = REPO / ".torch_site"
 # Makes the packages look absent (as on the GPU image): every import finder is wrapped to find
 # nothing for them, so `import librosa` raises ModuleNotFoundError and importlib.util.find_spec
 # returns None (torch probes for tensorflow with find_spec).
-BLOCKER = '''
-import sys
-BLOCKED = ("tensorflow", "tensorflow_datasets", "librosa")
-class _Hide:
-  def __init__(self, inner):
-    self.inner = inner
-  def find_spec(self, name, path=None, target=None):
-    if name.split(".")[0] in BLOCKED:
-      return None
-    f = getattr(self.inner, "find_spec", None)
-    return f(name, path, target) if f else None
-  def __getattr__(self, attr):
-    return getattr(self.inner, attr)
-sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
-'''
 
 
 def test_plan_variants_without_and_with_the_field():
@@ -169,9 +155,7 @@ def test_peer_flattens_rnns_and_amp_runs_bf16_matmuls(monkeypatch):
 
 
 def test_smoke_preset_without_tensorflow_or_librosa(tmp_path):
-  block = tmp_path / "block"
-  block.mkdir()
-  (block / "sitecustomize.py").write_text(BLOCKER)
+  block = write_blocker(tmp_path / "block", ("tensorflow", "tensorflow_datasets", "librosa"))
   path = [str(block)] + ([str(TORCH_SITE)] if TORCH_SITE.exists() else [])
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_backend_optimization_level=0")
