@@ -18,15 +18,7 @@ OUT="${1:?usage: accelerator_run.sh OUT_DIR}"
 PACK="${PACK:-.gpu_pack}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-PY="${PYTHON:-}"
-if [[ -z "$PY" ]]; then
-  for cand in ./.venv/bin/python python3; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import jax" >/dev/null 2>&1; then
-      PY="$cand"; break
-    fi
-  done
-fi
-[[ -n "$PY" ]] || { echo "accelerator_run.sh: no Python with jax found (set PYTHON=...)" >&2; exit 2; }
+source benchmarks/find_python.sh   # -> PY
 [[ -d "$PACK/data" ]] || { echo "accelerator_run.sh: $PACK/data missing: run benchmarks/pack_gpu_run.sh first" >&2; exit 2; }
 if compgen -G "$PACK/wheels/*.whl" >/dev/null; then
   SITE="${TMPDIR:-/tmp}/d2m_gpu_site"

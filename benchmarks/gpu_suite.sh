@@ -11,17 +11,7 @@
 # first Python that has jax: $PYTHON, ./.venv/bin/python, python3.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${PYTHON:-}"
-if [[ -z "$PY" ]]; then
-  for cand in ./.venv/bin/python python3; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import jax" >/dev/null 2>&1; then
-      PY="$cand"; break
-    fi
-  done
-fi
-if [[ -z "$PY" ]]; then
-  echo "gpu_suite.sh: no Python with jax found (set PYTHON=...)" >&2; exit 2
-fi
+source benchmarks/find_python.sh   # -> PY
 if compgen -G ".gpu_pack/wheels/*.whl" >/dev/null; then
   SITE="${TMPDIR:-/tmp}/d2m_gpu_site"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
