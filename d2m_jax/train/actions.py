@@ -39,9 +39,11 @@ from typing import Any, Dict, List, Optional
 import jax
 import numpy as np
 
+from d2m_jax.data.errors import DataError
 from d2m_jax.train import distributed
 from d2m_jax.train import evaluators
 from d2m_jax.train import logs
+from d2m_jax.train import parallel
 
 
 class NonFiniteLossError(RuntimeError):
@@ -269,7 +271,7 @@ class Evaluate(Action):
     for name in names:
       try:
         metrics = evaluators.run(name, self.specs[name], run.eval_ctx, state)
-      except _data_error() as e:  # a split the dataset does not have: skip it, say so
+      except DataError as e:  # a split the dataset does not have: skip it, say so
         run.log(f"eval {name} skipped: {e}")
         continue
       if len(metrics) <= 1:
@@ -292,11 +294,6 @@ class Evaluate(Action):
     if run.is_main and self.latest is not None:
       logs.atomic_write_json(os.path.join(run.workdir, "eval.json"), {
           "step": step, "latest": self.latest, "final": self.final, "history": self.history})
-
-
-def _data_error():
-  from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  return DataError
 
 
 # ------------------------------------------------------------------------------------- target ---
@@ -362,7 +359,6 @@ class Checkpoint(Action):
       self.save(run, step, state)
 
   def save(self, run: Run, step: int, state):
-    from d2m_jax.train import parallel  # pylint: disable=import-outside-toplevel
     run.throughput.pause()
     self.log_metrics.flush(run, step)
     host_state = run.dp.get_state(state)
