@@ -55,6 +55,8 @@ def main(argv):
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   cache_dir = compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   cache_counter = compile_cache.CacheCounter()
+  from d2m_jax import executable_cache  # pylint: disable=import-outside-toplevel
+  executable_cache.enable(cache_dir and cache_dir + "_executables")  # whole compiled generators
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.render import FFmpegNotFound  # pylint: disable=import-outside-toplevel

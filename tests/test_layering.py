@@ -10,7 +10,8 @@ Layer order, top to bottom (a module may import from its own layer and any layer
   engine                       d2m_jax.train (handed a Task; never looks tasks up itself)
   models                       d2m_jax.models, d2m_jax.metrics (the pure metrics)
   nn                           d2m_jax.nn (layers, recurrences, collectives)
-  ground                       d2m_jax.data, d2m_jax.compile_cache, d2m_jax.configs (config
+  ground                       d2m_jax.data, d2m_jax.compile_cache and
+                               d2m_jax.executable_cache, d2m_jax.configs (config
                                loading, optional fields), d2m_jax.files (atomic writes),
                                d2m_jax.target (the backend a program is traced for),
                                d2m_jax/__init__.py
@@ -37,8 +38,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("engine", ("d2m_jax.train",)),
     ("models", ("d2m_jax.models", "d2m_jax.metrics")),
     ("nn", ("d2m_jax.nn",)),
-    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.configs", "d2m_jax.files",
-                "d2m_jax.target", "d2m_jax")),
+    ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.executable_cache",
+                "d2m_jax.configs", "d2m_jax.files", "d2m_jax.target", "d2m_jax")),
 ]
 
 

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from d2m_jax import executable_cache
 from d2m_jax.models import d2m_common as common
 from d2m_jax.models.d2m_layers import reparameterize
 
@@ -290,6 +291,14 @@ def _song_fn(task, num_tries: int, per_call: int = 0):
   return fn
 
 
+def _program_key(task) -> str:
+  """What, beside the arguments' shapes, decides the traced generator: the task's config (and
+  a test's replacement triplet body, which never meets an enabled executable cache)."""
+  cfg = getattr(task, "config", None)
+  body = task.__dict__.get("_d2m_triplet_body")
+  return (cfg.to_json() if hasattr(cfg, "to_json") else repr(cfg)) + (repr(body) if body else "")
+
+
 def song_styles(task, state, aud: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
   """Style vectors: (1, S) for mode 'mean', (n_windows, S) + window frame length for 'sliding'."""
   m = task.m
@@ -302,7 +311,9 @@ def song_styles(task, state, aud: np.ndarray, num_frames: int, fps: float) -> np
     n = len(chunk)
     if n < STYLE_CHUNK:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], STYLE_CHUNK - n, 0)])
-    out.append(np.asarray(fn(state.frozen["style"], jnp.asarray(chunk, jnp.float32)))[:n])
+    out.append(np.asarray(executable_cache.call(
+        "d2m_style", fn, (state.frozen["style"], jnp.asarray(chunk, jnp.float32)),
+        key=_program_key(task)))[:n])
   per_window = np.concatenate(out)
   if m.gen_style_mode == "mean":
     return per_window.mean(0, keepdims=True), None
@@ -353,8 +364,9 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
   fn = _song_fn(task, max(1, int(m.gen_max_tries)), int(m.get("gen_tries_per_call", 0)))
   init = jnp.broadcast_to(jnp.asarray(initial_pose(m, st), jnp.float32), (N, P))
-  units, found = fn(state.params, state.frozen, trip_styles, init, rng, jnp.float32(thr),
-                    jnp.int32(n_trip))
+  units, found = executable_cache.call(
+      "d2m_song", fn, (state.params, state.frozen, trip_styles, init, rng, jnp.float32(thr),
+                       jnp.int32(n_trip)), key=_program_key(task))
   units = np.asarray(units[:n_trip])                         # (n_trip, N, 3, T, P)
   static = int((~np.asarray(found[:n_trip])).sum())
   report = dict(triplets=n_trip * N, static_triplets=static, static_thr=thr_unit,
