@@ -10,7 +10,7 @@ processes, keyed by everything that decides what was traced:
 
 * the caller's name and key (the generator passes its task config as JSON);
 * the argument tree, shapes and dtypes;
-* jax and jaxlib versions, the backend, its device kind and count;
+* jax, jaxlib and flax versions, ``$XLA_FLAGS``, the backend, its device kind and count;
 * a hash of the source of the whole ``d2m_jax`` package (a code change is a new key).
 
 Opt-in per process (:func:`enable`; ``launch/generate.py`` turns it on beside the compilation
@@ -82,10 +82,19 @@ def cache_key(name: str, key: str, args: tuple) -> str:
   parts = dict(name=name, key=key, tree=str(tree),
                avals=[(tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x).__name__)))
                       for x in leaves],
-               jax=jax.__version__, jaxlib=jax.lib.__version__, platform=dev.platform,
+               jax=jax.__version__, jaxlib=jax.lib.__version__, flax=_version("flax"),
+               xla_flags=os.environ.get("XLA_FLAGS", ""), platform=dev.platform,
                device_kind=getattr(dev, "device_kind", ""), devices=jax.device_count(),
                source=source_hash())
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def _version(package: str) -> str:
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return ""
 
 
 def _load(path: str):
