@@ -89,9 +89,9 @@ def main(argv):
   try:
     workdir_lib.check_config_values(FLAGS.config)  # before the task (its optimiser) is built
     task = get_task(FLAGS.config)
-    state = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=task,
-                                    preemption=preemption)
-    _export_generator(task, state)
+    # the generator export is written while the workdir is still locked
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir, task=task, preemption=preemption,
+                            after=lambda state: _export_generator(task, state))
   except loop.NonFiniteLossError as e:
     cli.fail(str(e))
   except cli.USER_ERRORS as e:  # DataError, config/workdir/lock/checkpoint/disk errors

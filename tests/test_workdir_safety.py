@@ -310,3 +310,24 @@ def test_unknown_key_message_names_path_and_nearest_keys():
   msg = workdir_lib.unknown_key_message(c, "modle.hidden")
   assert "unknown config key config.modle; did you mean config.model?" in msg
   assert workdir_lib.unknown_key_message(c, "model.hidden") is None
+
+
+def test_after_hook_runs_while_the_workdir_is_still_locked(tmp_path):
+  """What a launcher writes after training (the generator export) is written under the lock."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  seen = []
+
+  @workdir_lib.locked_training
+  def fake_training(config, workdir):
+    del config
+    return os.path.basename(workdir)
+
+  def after(state):
+    with pytest.raises(workdir_lib.WorkdirLockedError):   # still held by the training
+      workdir_lib.WorkdirLock(str(tmp_path / "w"))
+    seen.append(state)
+
+  cfg = ml_collections.ConfigDict(dict(num_train_steps=1))
+  assert fake_training(cfg, str(tmp_path / "w"), after=after) == "w"
+  assert seen == ["w"]
+  workdir_lib.WorkdirLock(str(tmp_path / "w")).release()   # and free once the call returned

@@ -286,27 +286,38 @@ def supersede_newer_checkpoints(workdir: str, restore_step: int, log: Callable[[
 
 def locked_training(fn):
   """Decorates ``train_and_evaluate(config, workdir, ...)``: runs the checks above, holds the
-  lock for the whole call (process 0 only; other processes of a multi-host run share it)."""
+  lock for the whole call (process 0 only; other processes of a multi-host run share it).
+
+  ``after=fn(state)`` (keyword, taken by this wrapper) runs once training returned, still under
+  the lock: what a launcher writes into the workdir after training (the generator export) can
+  then never race another run of the same workdir.
+  """
 
   @functools.wraps(fn)
-  def wrapper(config, workdir, *args, **kwargs):
+  def wrapper(config, workdir, *args, after=None, **kwargs):
     import jax  # pylint: disable=import-outside-toplevel
     check_config_values(config)
     if jax.process_index() != 0:  # same checks (read-only); process 0 locks and moves folders
       workdir = os.path.abspath(workdir)
       _check_before_resume(config, workdir, move=False)
       _sync_processes("workdir_checked")
-      return fn(config, workdir, *args, **kwargs)
+      return _then(fn(config, workdir, *args, **kwargs), after)
     workdir = prepare_workdir(workdir)
     lock = WorkdirLock(workdir)
     try:
       _check_before_resume(config, workdir)
       _sync_processes("workdir_checked")
-      return fn(config, workdir, *args, **kwargs)
+      return _then(fn(config, workdir, *args, **kwargs), after)
     finally:
       lock.release()
 
   return wrapper
+
+
+def _then(state, after):
+  if after is not None:
+    after(state)
+  return state
 
 
 def _sync_processes(name: str):
