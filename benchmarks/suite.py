@@ -2,7 +2,8 @@
 
     python -m benchmarks.suite --out_dir=OUT          # preset from the device: gpu, else cpu
     python -m benchmarks.suite --preset=smoke         # tiny sizes, CPU, a few minutes unloaded
-    python -m benchmarks.suite --preset=cpu --only=sweep,compare --models=style_paper --batches=32,256
+    python -m benchmarks.suite --preset=cpu --only=sweep,compare --models=style_paper \
+        --batches=32,256                              # a subset
     python -m benchmarks.suite --report=OUT/cpu_<date>_<device>.jsonl   # tables and plots again
     bash benchmarks/gpu_suite.sh --out_dir=OUT        # the gpu preset on a bare GPU machine
 
