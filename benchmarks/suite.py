@@ -35,6 +35,7 @@ librosa is imported (``tests/test_suite.py`` runs the smoke preset without them)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -167,8 +168,8 @@ def subprocess_env(cache_dir: Optional[str], preallocate: bool, xla_flags: str =
 
 def run_logged(cmd: List[str], log_path: str, timeout: float, env: Dict,
                title: str = "") -> Tuple[int, str]:
-  """Runs ``cmd`` with its output appended to ``log_path``; at ``timeout`` kills its whole
-  process group (torch.compile's workers included) and returns 124. Returns (exit code, its last
+  """Runs ``cmd`` with its output appended to ``log_path``; at ``timeout`` (124) and at its end
+  kills its whole process group (torch.compile's workers included). Returns (exit code, its last
   error line, else its last line)."""
   with open(log_path, "a") as lf:
     lf.write(f"\n===== {title}: $ {' '.join(cmd)}\n")
@@ -176,13 +177,16 @@ def run_logged(cmd: List[str], log_path: str, timeout: float, env: Dict,
     start = lf.tell()
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=lf, stderr=subprocess.STDOUT,
                          start_new_session=True)
+    rc = None
     try:
       rc = p.wait(timeout=max(1.0, timeout))
-    except BaseException as e:  # the timeout, or ^C: nothing of the section may live on
-      os.killpg(p.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+      pass
+    finally:  # timeout, ^C or leftovers (compile workers): nothing of the section lives on
+      with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
       p.wait()
-      if not isinstance(e, subprocess.TimeoutExpired):
-        raise
+    if rc is None:
       rc = 124
       lf.write(f"TIMEOUT after {timeout:.0f} s\n")
   with open(log_path) as f:

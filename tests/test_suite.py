@@ -129,23 +129,30 @@ def test_a_failing_variant_loses_its_row_only(tmp_path, monkeypatch):
       "deadline: ")
 
 
-def test_timeout_kills_the_process_group(tmp_path):
+def _gone(pid: int) -> bool:
+  for _ in range(50):  # gone, or a zombie waiting for init
+    stat = pathlib.Path(f"/proc/{pid}/stat")
+    if not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z":
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def test_timeout_and_exit_kill_the_process_group(tmp_path):
   log = tmp_path / "log"
-  child = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); "
-           "print(p.pid, flush=True); time.sleep(60)")
+  spawn = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); "
+           "print(p.pid, flush=True); ")
   t0 = time.perf_counter()
-  rc, last = suite.run_logged([sys.executable, "-c", child], str(log), 1.0, dict(os.environ),
-                              "hang")
+  rc, last = suite.run_logged([sys.executable, "-c", spawn + "time.sleep(60)"], str(log), 1.0,
+                              dict(os.environ), "hang")
   assert rc == 124 and time.perf_counter() - t0 < 20
   assert "TIMEOUT after 1 s" in log.read_text() and last == "TIMEOUT after 1 s"
-  grandchild = int(log.read_text().splitlines()[2])
-  for _ in range(50):  # gone, or a zombie waiting for init
-    stat = pathlib.Path(f"/proc/{grandchild}/stat")
-    if not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z":
-      break
-    time.sleep(0.1)
-  else:
-    pytest.fail(f"process {grandchild} survived the timeout")
+  assert _gone(int(log.read_text().splitlines()[2]))
+  # a process that exits leaving a worker behind (torch.compile's pool): the worker goes too
+  rc, last = suite.run_logged([sys.executable, "-c", spawn + "sys.exit(3)"], str(log), 30.0,
+                              dict(os.environ), "leaves")
+  assert rc == 3
+  assert _gone(int(last))
 
 
 def test_budgets_later_sections_keep_theirs_and_the_preset_follows_the_backend(
