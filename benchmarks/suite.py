@@ -42,6 +42,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,13 +74,9 @@ class Section:
 
 
 def _rnn(*impls: str, **extra: str) -> List[Variant]:
-  out = []
-  for impl in impls:
-    ov = {"model.rnn_impl": impl, **{f"model.{k}": v for k, v in extra.items()}}
-    label = impl if not extra else ",".join([f"rnn={impl}"] + [f"{k}={v}" for k, v in
-                                                               extra.items()])
-    out.append((label, ov))
-  return out
+  tail = "".join(f",{k}={v}" for k, v in extra.items())
+  return [(f"rnn={i}{tail}" if extra else i,
+           {"model.rnn_impl": i, **{f"model.{k}": v for k, v in extra.items()}}) for i in impls]
 
 
 # The first variant of a section is the expected default (auto = unrolled on GPU). WGAN: no
@@ -285,6 +282,7 @@ def run_section(sec: Section, timeout: float, info: Dict[str, Any], *, work_dir:
     if os.path.exists(part):
       os.remove(part)
     dump = os.path.join(work_dir, f"xla_dump_{sec.name}_{j}")
+    shutil.rmtree(dump, ignore_errors=True)
     flags = sec.xla_flags + (f" --xla_dump_to={dump} --xla_dump_hlo_as_text" if sec.xla_dump
                              else "")
     cmd = command(sec, part, left, torch_threads, info, variant, peer)
@@ -342,11 +340,6 @@ def enrich(rec: Dict[str, Any], section: Section, preset: str, info: Dict[str, A
   return out
 
 
-def write_jsonl(path: str, records: List[Dict[str, Any]]) -> None:
-  from d2m_jax import files  # pylint: disable=import-outside-toplevel
-  files.write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
-
-
 def select(sections: List[Section], only=(), models=(), batches=None) -> List[Section]:
   """``only``: section names or kinds; ``models``: sweep and compare sections of those models;
   ``batches``: the sweeps' batch sizes."""
@@ -360,6 +353,7 @@ def run_suite(preset: Optional[str], out_dir: Optional[str], *, budget_s=None, o
               models=(), batches=None, cache_dir=None, torch_threads=None, work_dir=None,
               sections: Optional[List[Section]] = None, info=None):
   """Runs a preset (None: from the device) or the given ``sections``; returns (jsonl, records)."""
+  from d2m_jax import files  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
   info = info or probe(subprocess_env(cache_dir, False))
   if "error" in info:
@@ -394,7 +388,7 @@ def run_suite(preset: Optional[str], out_dir: Optional[str], *, budget_s=None, o
     got = run_section(sec, timeout, info, work_dir=work_dir, log_path=stem + ".log",
                       cache_dir=cache_dir, torch_threads=torch_threads, notes=notes)
     records += [enrich(r, sec, preset, info) for r in got]
-    write_jsonl(stem + ".jsonl", records)
+    files.write_text(stem + ".jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))
   write_report(stem, records, info, notes, preset, time.perf_counter() - t0)
   return stem + ".jsonl", records
 
@@ -402,14 +396,11 @@ def run_suite(preset: Optional[str], out_dir: Optional[str], *, budget_s=None, o
 # ----------------------------------------------------------------------------------------------
 # Report
 
-def _ms(x):
-  return "-" if x is None else f"{x * 1e3:.2f}"
-
-
 def report(records: List[Dict[str, Any]], info: Dict[str, Any], notes: List[str], preset: str,
            total_s: float) -> str:
   """Markdown: best JAX row vs the peer's best row, every compare row, the train-step sweeps, the
   scans, the parallel modes, XLA's convolutions, notes."""
+  ms = lambda x: "-" if x is None else f"{x * 1e3:.2f}"  # noqa: E731
   by: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
   for r in records:
     by[r.get("bench", "?")].append(r)
@@ -432,8 +423,8 @@ def report(records: List[Dict[str, Any]], info: Dict[str, Any], notes: List[str]
       bj, bp = best
       ratio = f"{bj['examples_per_s'] / bp['examples_per_s']:.2f}x" if bj and bp else "-"
       lines.append(f"| {model}, {batch}, {dtype} | {bj.get('impl') if bj else '-'} | "
-                   f"{_ms(bj and bj['step_median_s'])} | {bp['framework'] if bp else '-'} | "
-                   f"{_ms(bp and bp['step_median_s'])} | {ratio} |")
+                   f"{ms(bj and bj['step_median_s'])} | {bp['framework'] if bp else '-'} | "
+                   f"{ms(bp and bp['step_median_s'])} | {ratio} |")
     lines += ["", "## Every compare row (`benchmarks/compare.py`)", "",
               compare.table(comp, [("impl", "impl"), ("compile_s", "compile s")]), ""]
   for bench, title in (("train_step", "Training step"), ("rnn", "GRU vs LSTM scans, one layer "
