@@ -47,18 +47,18 @@ stage() {  # stage NAME CMD...: runs, logs to OUT/NAME.log, records the exit cod
   [[ $rc -eq 0 ]] || FAILED=1
 }
 
-# The suite's compare sections (their budgets sum to 400 s; a budget below the sum of the
-# sections run would skip the first ones, see gpu_suite.py); the batch sweep is left out.
+# The gpu preset's compare sections (their budgets sum to 400 s; a budget below the sum of the
+# sections run would skip the first ones, see benchmarks/suite.py); the batch sweep is left out.
 COMPARE=decomposition_bf16,decomposition_bf16_scan_cmdbuf,decomposition_f32,style_gru512x2_f32
 COMPARE=$COMPARE,wgan_audio_f32,composition_f32
 if [[ "${SUITE_BUDGET_S:-400}" != 0 ]]; then
   suite=(--out_dir="$OUT/suite" --budget_s="${SUITE_BUDGET_S:-400}")
   if [[ -n "${TINY:-}" ]]; then
-    suite+=(--smoke --only="${SUITE_ONLY:-sweep_decomposition}")
+    suite+=(--preset=smoke --only="${SUITE_ONLY:-sweep_decomposition}")
   else
-    suite+=(--only="${SUITE_ONLY:-$COMPARE}")
+    suite+=(--preset=gpu --only="${SUITE_ONLY:-$COMPARE}")
   fi
-  stage suite "$PY" -m benchmarks.gpu_suite "${suite[@]}"
+  stage suite "$PY" -m benchmarks.suite "${suite[@]}"
   cat "$OUT"/suite/*.md 2>/dev/null
 fi
 

@@ -135,7 +135,7 @@ def _peer_rows(dtype: str, torch_threads, torch_compile: bool):
 def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
             steps: int = 3, torch_threads=(1, 2), torch_compile: bool = False,
             overrides=None, out=None, jax_variants=None,
-            deadline_s: Optional[float] = None) -> List[Dict[str, Any]]:
+            deadline_s: Optional[float] = None, peer: bool = True) -> List[Dict[str, Any]]:
   """Times JAX (one row per variant) against the PyTorch rows, alternating; returns records.
 
   ``jax_variants``: [(label, overrides)] timed as separate JAX rows on top of ``overrides``
@@ -143,12 +143,16 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   first variant, the PyTorch rows, then the further variants, then the rounds. ``deadline_s``
   (seconds from the call): a further variant is compiled only if 1.3x the slowest compile so far
   plus a reserve still fits, ``torch.compile`` only if 30 s are left, and no round starts after
-  it (at least one round always runs); what is skipped leaves a record saying so.
+  it (at least one round always runs); what is skipped leaves a record saying so. ``peer=False``:
+  JAX rows only (``benchmarks/suite.py`` times a section's further variants in processes of
+  their own and divides by the peer rows of the first).
   """
+  torch = None
   try:
-    import torch
+    if peer:
+      import torch
   except ImportError:  # JAX rows only (--allow_no_torch)
-    torch = None
+    pass
   from benchmarks import torch_reference
 
   t_start = time.perf_counter()
@@ -302,15 +306,16 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   return records
 
 
-def table(records) -> str:
+def table(records, extra=()) -> str:
+  """Every timed row; ``extra``: (field, header) columns after the framework's."""
   return common.markdown_table(
       [r for r in records if "step_median_s" in r],
-      ["model", "batch", "dtype", "framework", "step_median_s", "examples_per_s",
-       "ratio", "cpu_s_per_step", "cpu_ratio", "ratio_vs_best_peer", "gflops_per_s",
-       "fraction_of_gemm_peak"],
-      ["model", "B", "dtype", "framework", "median s/step", "ex/s", "JAX speed-up (wall)",
-       "CPU s/step", "JAX speed-up (CPU time)", "JAX / best peer", "GFLOP/s",
-       "of measured GEMM peak"])
+      ["model", "batch", "dtype", "framework", *[c for c, _ in extra], "step_median_s",
+       "examples_per_s", "ratio", "cpu_s_per_step", "cpu_ratio", "ratio_vs_best_peer",
+       "gflops_per_s", "fraction_of_gemm_peak"],
+      ["model", "B", "dtype", "framework", *[h for _, h in extra], "median s/step", "ex/s",
+       "JAX speed-up (wall)", "CPU s/step", "JAX speed-up (CPU time)", "JAX / best peer",
+       "GFLOP/s", "of measured GEMM peak"])
 
 
 def main(argv=None) -> int:
@@ -331,6 +336,7 @@ def main(argv=None) -> int:
                  help="stop compiling further variants / starting rounds after this many s")
   p.add_argument("--allow_no_torch", action="store_true",
                  help="without PyTorch, time the JAX rows only (instead of exit 2)")
+  p.add_argument("--no_peer", action="store_true", help="time the JAX rows only")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   variants = None
@@ -342,7 +348,8 @@ def main(argv=None) -> int:
       print(f"compare: --variants_json: {e}", file=sys.stderr)
       return 2
   try:
-    import torch  # noqa: F401
+    if not a.no_peer:
+      import torch  # noqa: F401
   except ImportError:
     if a.allow_no_torch:
       print("compare: PyTorch is not installed: JAX rows only", file=sys.stderr)
@@ -354,7 +361,7 @@ def main(argv=None) -> int:
     recs = compare(a.model, a.batch, dtype=a.dtype, rounds=a.rounds, steps=a.steps,
                    torch_threads=[int(x) for x in a.torch_threads.split(",")],
                    torch_compile=a.torch_compile, overrides=ts.parse_sets(a.set), out=a.out,
-                   jax_variants=variants, deadline_s=a.deadline_s)
+                   jax_variants=variants, deadline_s=a.deadline_s, peer=not a.no_peer)
   except FileNotFoundError as e:
     print(f"compare: {e}", file=sys.stderr)
     return 2

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite of issue 13 (benchmarks/gpu_suite.py), ready to run unattended on a
+# The gpu preset of the benchmark suite (benchmarks/suite.py), ready to run unattended on a
 # bare GPU machine whose Python has jax, flax, optax, numpy and torch but not ml-collections.
 #
 #   bash benchmarks/pack_gpu_run.sh                  # here, once: wheels + COMMIT -> .gpu_pack/
 #   bash benchmarks/gpu_suite.sh --out_dir=$OUT      # there (carry .gpu_pack); <= 8 min
 #   bash benchmarks/gpu_suite.sh --smoke             # anywhere: tiny sizes, CPU is fine
+#   (further flags go to benchmarks/suite.py: --only=..., --budget_s=..., --preset=...)
 #
 # Installs .gpu_pack/wheels/*.whl (if present) into a private folder on PYTHONPATH, exports
 # D2M_COMMIT from .gpu_pack/COMMIT when the copy has no .git, and runs the suite with the
@@ -22,4 +23,4 @@ if [[ -z "${D2M_COMMIT:-}" && -f .gpu_pack/COMMIT ]] && ! git rev-parse HEAD >/d
   D2M_COMMIT="$(cat .gpu_pack/COMMIT)"; export D2M_COMMIT
 fi
 export PYTHONUNBUFFERED=1
-exec "$PY" -m benchmarks.gpu_suite "$@"
+exec "$PY" -m benchmarks.suite --preset=gpu "$@"

@@ -137,7 +137,7 @@ _WINDOW = re.compile(r"window=\{([^}]*)\}")
 
 
 def xla_dump_summary(dump_dir: str) -> List[Dict[str, Any]]:
-  """What XLA made of the convolutions, from an ``--xla_dump_to`` folder (``gpu_suite.py`` dumps
+  """What XLA made of the convolutions, from an ``--xla_dump_to`` folder (``suite.py`` dumps
   the WGAN section on the GPU): per optimised module that has any, the cuDNN convolution kinds
   (``__cudnn$convForward`` / ``convBackwardInput`` / ``convBackwardFilter`` ...), how many of
   them still carry an lhs (base) dilation (zeros materialised: a dilation-4 input costs 4x), and

@@ -170,26 +170,6 @@ def test_sweep_attaches_the_original_figures_to_train_records(monkeypatch, tmp_p
   assert ts.table([by[("train", 32)]]).rstrip().endswith("| 7,424 | 2,259 |")
 
 
-def test_run_all_report_writes_tables_and_plots(tmp_path):
-  from benchmarks import run_all
-  env = {"device_kind": "cpu-2vcpu-epyc", "device_name": "cpu", "num_devices": 1,
-         "date_utc": "2026-01-01 00:00", "jax": jax.__version__}
-  for b, eps in ((32, 1000.0), (64, 1500.0)):
-    common.append_jsonl(str(tmp_path / "results.jsonl"), {
-        "bench": "train_step", "model": "style_paper", "dtype": "float32", "mode": "train",
-        "batch": b, "examples_per_s": eps, "step_median_s": b / eps, **env})
-  for fw, eps in (("jax (jit)", 1000.0), ("torch eager, 1 thr", 250.0)):
-    common.append_jsonl(str(tmp_path / "results.jsonl"), {
-        "bench": "compare", "model": "style_paper", "batch": 32, "dtype": "float32",
-        "framework": fw, "examples_per_s": eps, "step_median_s": 32 / eps,
-        "ratio": 1000.0 / eps, **env})
-  text = run_all.report(str(tmp_path))
-  assert "| style_paper | 32 | float32 | torch eager, 1 thr | 0.128 | 250 | 4 | - | - | - |" in text
-  assert (tmp_path / "results.md").read_text() == text
-  for png in ("throughput_style_paper.png", "jax_vs_torch.png"):
-    assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-
-
 def test_dtype_curves_figures_and_plot(tmp_path):
   from benchmarks import dtype_curves
   rows = [{"step": 0, "perf/compile_seconds": 1.0}]
