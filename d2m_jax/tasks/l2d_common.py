@@ -91,12 +91,8 @@ class L2DGANTask(GANTask):
     prep, critic, gen = self.key_roles(*jax.random.split(key, self.num_keys))
     return prep, jax.tree.map(lambda k: k[None], critic), gen
 
-  def critic_scores(self, d_params, x, cond, rng):
-    return self.D.apply({"params": d_params}, x, True, rngs={"dropout": rng})
-
-  def critic_pair(self, d_params, real, fake, cond, rng):
-    return (self.critic_scores(d_params, real, cond, rng),
-            self.critic_scores(d_params, fake, cond, rng))
+  def _critic(self):
+    return self.D
 
   def step_metrics(self, cm, gm):
     names = {"d_loss": "loss", "w_dist": "wdist"}

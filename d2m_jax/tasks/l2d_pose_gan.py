@@ -70,7 +70,7 @@ class PoseGANTask(common.L2DGANTask):
   def key_roles(self, kz, kgd, kd1, kgp, kd2):
     """Noise and generator dropout (one fake sample for both updates), critic dropout,
     interpolation, the generator update's critic dropout."""
-    return None, ((kz, kgd), kd1, (kgp, kd1)), ((kz, kgd), kd2)
+    return None, ((kz, kgd), (kd1, kd1), (kgp, kd1)), ((kz, kgd), kd2)
 
   def prepare(self, state, batch, rng):
     return self.real_poses(state, batch)[None], {}

@@ -125,7 +125,7 @@ class SeqGANTask(common.L2DGANTask):
     """Crop, sequence noise, pose noise and generator dropout (one fake sample for both
     updates), critic dropout, the generator update's critic dropout; no penalty."""
     fake = (kz1, kz2, kgd)
-    return kc, (fake, kd1, None), (fake, kd2)
+    return kc, (fake, (kd1, kd1), None), (fake, kd2)
 
   def prepare(self, state, batch, rng):
     return self._real(state, batch, rng)[None], {}

@@ -108,6 +108,10 @@ def apply_update(tx: optax.GradientTransformation, grads, opt_state, params,
   return optax.apply_updates(params, updates), opt_state
 
 
+def _two_keys(rng):
+  return rng if isinstance(rng, tuple) else tuple(jax.random.split(rng))
+
+
 def _slice_tree(tree, i):
   return jax.tree.map(lambda x: x[i], tree)
 
@@ -152,14 +156,15 @@ class GANTask(Task):
     return self._critic().apply({"params": d_params}, x, **cond, **train)
 
   def critic_pair(self, d_params, real, fake, cond, rng):
-    k1, k2 = (None, None) if rng is None else jax.random.split(rng)
+    """Scores of real and fake; ``rng``: None, a key split in two, or the two dropout keys."""
+    k1, k2 = (None, None) if rng is None else _two_keys(rng)
     return self.critic_scores(d_params, real, cond, k1), self.critic_scores(d_params, fake,
                                                                              cond, k2)
 
   def penalty(self, d_params, real, fake, cond, rng):
     """(gamma-free penalty, mean gradient norm) at a random real/fake interpolate; ``rng``: a
-    key (split here) or the (interpolation, critic dropout) keys."""
-    k_a, k_d = rng if isinstance(rng, tuple) else jax.random.split(rng)
+    key split in two, or the (interpolation, critic dropout) keys."""
+    k_a, k_d = _two_keys(rng)
     alpha = jax.random.uniform(k_a, (real.shape[0],))
     x_hat = interpolate(real, fake, alpha)
     return gradient_penalty(lambda x: self.critic_scores(d_params, x, cond, k_d), [x_hat],
