@@ -121,7 +121,6 @@ class GANTask(Task):
   lists (defaults: the WGAN phases' Wasserstein loss, keys, state and bookkeeping)."""
   loss = WASSERSTEIN
   one_sided = False        # WGAN-LP instead of WGAN-GP
-  penalty_wrt = (0,)       # which critic inputs get a penalty term
   opt_fields = ("g_opt_state", "d_opt_state")
   critic_updates_bn_stats = True
 
