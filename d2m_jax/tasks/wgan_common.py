@@ -235,8 +235,7 @@ class GANTask(Task):
     return loss, (metrics, d_fake)
 
   def critic_step(self, state, real, cond, keys, axis_name=None):
-    """One critic update on one slice (the generator's fakes are detached); ``keys``: this
-    update's (fake, pair, penalty) keys of :meth:`step_keys`."""
+    """One critic update on one slice, ``keys`` from :meth:`step_keys` (fakes detached)."""
     k_fake, k_pair, k_pen = keys
     fake, g_bs = self.sample_fake(state, state.g_params, cond, k_fake, axis_name, real.shape[0])
     (loss, (m, _)), grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
@@ -250,8 +249,7 @@ class GANTask(Task):
     return state.replace(**new), pmean({"d_loss": loss, **m}, axis_name)
 
   def generator_step(self, state, real, cond, keys, axis_name=None):
-    """One generator update: the adversarial loss plus the task's regulariser (L1, TV);
-    ``keys``: the (fake, critic) keys of :meth:`step_keys`."""
+    """One generator update: adversarial loss + the task's regulariser (L1, TV)."""
     k_fake, k_d = keys
 
     def loss_fn(g_params):
@@ -305,9 +303,8 @@ class GANTask(Task):
     return {}
 
   def forward(self, state, batch):
-    """Forward-only cost of the first critic update plus one generator loss on its slice, for
-    benchmarks: no parameter gradient, no update; the generator's BatchNorm statistics are
-    discarded. (The penalty's input gradient is part of the critic loss, so it is computed.)"""
+    """Benchmarks' forward-only cost: the first critic update's loss (with the penalty's input
+    gradient) plus the generator's on its slice; no parameter gradient or update."""
     k_prep, k_critic, _ = self.step_keys(state)
     real, cond = self.prepare(state, batch, k_prep)
     real, cond = _slice_tree(real, 0), _slice_tree(cond, 0)
