@@ -19,8 +19,9 @@ per Task class at least, checked) are compiled and run; the others are TRACED (s
 every case's id says which it got.
 
 The FULL run of the five configs the issue-23 refactor touched (classifiers, learn2dance GANs)
-also compares its numbers with ``tests/data/refactor_golden.npz``, recorded before the refactor
-(see :func:`_check_golden`).
+also compares its numbers with ``tests/data/refactor_golden.npz``, recorded before the refactor,
+and the WGAN phases' with ``tests/data/gan_step_golden.npz``, recorded before the learn2dance
+GANs moved onto their train step (see :func:`_check_golden`).
 """
 import json
 import math
@@ -141,6 +142,10 @@ FULL = ("style_paper", "dance_style", "music_style", "kakashi", "l2d_classifier"
         "wgan_pose", "wgan_seq_conditional", "wgan_audio")
 _EXTRA_FULL = os.environ.get("D2M_CONTRACT_FULL", "")
 GOLDEN = pathlib.Path(__file__).parent / "data" / "refactor_golden.npz"
+GAN_GOLDEN = pathlib.Path(__file__).parent / "data" / "gan_step_golden.npz"   # from 56c0ed1
+GOLDEN_FILES = {"style_paper": GOLDEN, "dance_style": GOLDEN, "music_style": GOLDEN,
+                "l2d_pose_gan": GOLDEN, "l2d_seq_gan": GOLDEN, "wgan_pose": GAN_GOLDEN,
+                "wgan_seq_conditional": GAN_GOLDEN, "wgan_audio": GAN_GOLDEN}
 REGEN = bool(os.environ.get("D2M_REGEN_GOLDEN"))
 
 
@@ -175,20 +180,21 @@ def _numbers(metrics1, metrics2, ev, report, state):
   return out
 
 
-def _check_golden(name, got):
+def _check_golden(name, got, path=GOLDEN):
   """GOLDEN was recorded from the code BEFORE the issue-23 refactor (commit 2374f6d: each
-  classifier with its own eval/report, the learn2dance GANs with their own gradient penalty):
-  ``D2M_REGEN_GOLDEN=1 pytest tests/test_config_contract.py -k "<name>"`` under this conftest
-  (4 fake CPU devices, XLA -O0, float32). Regenerate only for a change MEANT to change these
-  outputs, and say so in the commit. The shared classifier report may ADD keys under
-  ``final/`` (checked against numpy here); recorded keys may not change or go missing."""
+  classifier with its own eval/report, the learn2dance GANs with their own gradient penalty),
+  GAN_GOLDEN from 56c0ed1 (before every GAN task shared one train step; with this file's tiny
+  overrides): ``D2M_REGEN_GOLDEN=1 pytest tests/test_config_contract.py -k "<name>"`` under
+  this conftest (4 fake CPU devices, XLA -O0, float32). Regenerate only for a change MEANT to
+  change these outputs, and say so in the commit. The shared classifier report may ADD keys
+  under ``final/`` (checked against numpy here); recorded keys may not change or go missing."""
   if REGEN:
-    old = dict(np.load(GOLDEN)) if GOLDEN.exists() else {}
+    old = dict(np.load(path)) if path.exists() else {}
     old = {k: v for k, v in old.items() if not k.startswith(name + "|")}
     old.update({f"{name}|{k}": v for k, v in got.items()})
-    np.savez(GOLDEN, **old)
+    np.savez(path, **old)
     return
-  with np.load(GOLDEN) as z:
+  with np.load(path) as z:
     want = {k.split("|", 1)[1]: z[k] for k in z.files if k.startswith(name + "|")}
   assert want, f"no golden numbers for {name}"
   extra = sorted(k for k in set(got) - set(want) if not k.startswith("final/"))
@@ -272,5 +278,5 @@ def test_config_contract(case, level, tmp_path):
   if task.supports("finalize_eval"):
     report = task.finalize_eval({k: np.asarray(v) for k, v in ev.items()})
     _finite({k: v for k, v in report.items() if isinstance(v, (int, float))}, "report ")
-  if base in ("style_paper", "dance_style", "music_style", "l2d_pose_gan", "l2d_seq_gan"):
-    _check_golden(base, _numbers(metrics1, metrics2, ev, report, state2))
+  if case in GOLDEN_FILES:
+    _check_golden(case, _numbers(metrics1, metrics2, ev, report, state2), GOLDEN_FILES[case])
