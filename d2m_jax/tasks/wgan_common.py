@@ -181,11 +181,8 @@ class GANTask(Task):
 
   def step_metrics(self, cm, gm):
     """Critic metrics (leading axis: the n_critic updates), generator metrics -> logged ones."""
-    metrics = {k: jnp.mean(v) for k, v in cm.items()}
-    metrics["w_dist_last"] = cm["w_dist"][-1]
-    metrics.update(gm)
-    metrics["loss"] = cm["d_loss"][-1] + gm["g_loss"]
-    return metrics
+    return {**{k: jnp.mean(v) for k, v in cm.items()}, "w_dist_last": cm["w_dist"][-1], **gm,
+            "loss": cm["d_loss"][-1] + gm["g_loss"]}
 
   # -- state ------------------------------------------------------------------------------------
   def _stats(self, batch, stats):
