@@ -14,12 +14,14 @@ config is covered, or fails here, without editing this file):
   step from the restored state is bit-identical to the next step from the original.
 
 ``l2d_kmeans`` is not a training task (a k-means run); its contract is the clear error
-``get_task`` gives (checked). Compiling dominates the cost, so only the configs in ``FULL`` are
-compiled and run; the others are TRACED (see ``FULL``); every case's id says which it got.
+``get_task`` gives (checked). Compiling dominates the cost, so only the configs in ``FULL`` (one
+per Task class at least, checked) are compiled and run; the others are TRACED (see ``FULL``);
+every case's id says which it got.
 
 The FULL run of the five configs the issue-23 refactor touched (classifiers, learn2dance GANs)
-also compares its numbers with ``tests/data/refactor_golden.npz``, recorded before the refactor
-(see :func:`_check_golden`).
+also compares its numbers with ``tests/data/refactor_golden.npz``, recorded before the refactor,
+and the WGAN phases' with ``tests/data/gan_step_golden.npz``, recorded before the learn2dance
+GANs moved onto their train step (see :func:`_check_golden`).
 """
 import json
 import math
@@ -36,6 +38,8 @@ from d2m_jax import configs
 # listed runs as the config writes it. wgan_audio* share the audio-GAN shrink.
 _WGAN_AUDIO = {"model.enc_channels": 2, "model.enc_code": 6, "model.latent": 10,
                "model.noise": 3, "model.size": 8, "model.n_cells": 1, "model.channels": 4,
+               "model.enc_down": 1, "model.nblocks_gen": 1, "model.nblocks_critic": 1,
+               "model.audio_layers": 1,
                "model.audio_channels": 2, "model.critic_code": 4, "model.critic_hidden": 4,
                "model.n_critic": 2, "model.per_update_batch": 1, "data.batch_size": 2,
                "data.eval_batch_size": 2}
@@ -110,18 +114,38 @@ def test_every_config_is_covered():
       _tiny(case)        # raises for a config without tiny overrides
 
 
-# Run in full (compiled: step, evaluation, checkpoint round trip, next step): the classifiers and
-# the learn2dance pose GAN, whose outputs the issue-23 refactor had to keep (their numbers are
-# checked against GOLDEN too). The rest (same task as a full one with other
-# options, or a program too large to compile within the suite's budget) are TRACED: built
-# shape-only, their train and eval steps traced (every op's shapes and dtypes checked by JAX, no
-# compile), the state after a step of the same structure, shapes and dtypes as the state the
-# checkpoint restore target is built from. Each case's id says which.
-# D2M_CONTRACT_FULL=all (or a comma list of cases) compiles and runs those in full as well
-# (l2d_seq_gan then checks its golden numbers too; wgan_pose is ~35 s, the audio GANs minutes).
-FULL = ("style_paper", "dance_style", "music_style", "l2d_pose_gan")
+def test_every_task_class_runs_in_full():
+  from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  classes = {}
+  for case in CASES:
+    if case.split(":")[0] not in NOT_TRAINING:
+      classes.setdefault(type(get_task(configs.load(case))), []).append(case)
+  missing = {cls.__name__: cases for cls, cases in classes.items()
+             if not any(_level(c) == "full" for c in cases)}
+  assert not missing, f"no FULL case for these Task classes: add one to FULL: {missing}"
+
+
+# Run in full (compiled: build, step, evaluation, checkpoint round trip, next step): one config
+# of every Task class (test_every_task_class_runs_in_full), the paper's variant where there are
+# several; the classifiers and learn2dance GANs also check GOLDEN. The rest (another variant of
+# a FULL config's Task class) are TRACED: built shape-only, their train and eval steps traced
+# (every op's shapes and dtypes checked by JAX, no compile), the state after a step of the same
+# structure, shapes and dtypes as the state the checkpoint restore target is built from. Each
+# case's id says which. Measured (CPU seconds of the FULL path, XLA -O0, 2026-12-04, shared
+# 2-core VM under load): 2-5 s for a classifier, kakashi, wgan_pose, the pose GAN; 8-10 s for
+# the sequence GANs and a decomposition; ~15 s an audio GAN (as shrunk above); ~25 s a
+# composition; init, step and eval each compiled once (build and compile dominate). All 26 in
+# full: ~5 min more, over the suite's budget; this FULL set: ~+65 s over tracing them.
+# D2M_CONTRACT_FULL=all (or a comma list of cases) compiles and runs those in full as well.
+FULL = ("style_paper", "dance_style", "music_style", "kakashi", "l2d_classifier",
+        "l2d_pose_gan", "l2d_seq_gan", "d2m_decomposition:mocap", "d2m_composition:mocap",
+        "wgan_pose", "wgan_seq_conditional", "wgan_audio")
 _EXTRA_FULL = os.environ.get("D2M_CONTRACT_FULL", "")
 GOLDEN = pathlib.Path(__file__).parent / "data" / "refactor_golden.npz"
+GAN_GOLDEN = pathlib.Path(__file__).parent / "data" / "gan_step_golden.npz"   # from 56c0ed1
+GOLDEN_FILES = {"style_paper": GOLDEN, "dance_style": GOLDEN, "music_style": GOLDEN,
+                "l2d_pose_gan": GOLDEN, "l2d_seq_gan": GOLDEN, "wgan_pose": GAN_GOLDEN,
+                "wgan_seq_conditional": GAN_GOLDEN, "wgan_audio": GAN_GOLDEN}
 REGEN = bool(os.environ.get("D2M_REGEN_GOLDEN"))
 
 
@@ -156,20 +180,21 @@ def _numbers(metrics1, metrics2, ev, report, state):
   return out
 
 
-def _check_golden(name, got):
+def _check_golden(name, got, path=GOLDEN):
   """GOLDEN was recorded from the code BEFORE the issue-23 refactor (commit 2374f6d: each
-  classifier with its own eval/report, the learn2dance GANs with their own gradient penalty):
-  ``D2M_REGEN_GOLDEN=1 pytest tests/test_config_contract.py -k "<name>"`` under this conftest
-  (4 fake CPU devices, XLA -O0, float32). Regenerate only for a change MEANT to change these
-  outputs, and say so in the commit. The shared classifier report may ADD keys under
-  ``final/`` (checked against numpy here); recorded keys may not change or go missing."""
+  classifier with its own eval/report, the learn2dance GANs with their own gradient penalty),
+  GAN_GOLDEN from 56c0ed1 (before every GAN task shared one train step; with this file's tiny
+  overrides): ``D2M_REGEN_GOLDEN=1 pytest tests/test_config_contract.py -k "<name>"`` under
+  this conftest (4 fake CPU devices, XLA -O0, float32). Regenerate only for a change MEANT to
+  change these outputs, and say so in the commit. The shared classifier report may ADD keys
+  under ``final/`` (checked against numpy here); recorded keys may not change or go missing."""
   if REGEN:
-    old = dict(np.load(GOLDEN)) if GOLDEN.exists() else {}
+    old = dict(np.load(path)) if path.exists() else {}
     old = {k: v for k, v in old.items() if not k.startswith(name + "|")}
     old.update({f"{name}|{k}": v for k, v in got.items()})
-    np.savez(GOLDEN, **old)
+    np.savez(path, **old)
     return
-  with np.load(GOLDEN) as z:
+  with np.load(path) as z:
     want = {k.split("|", 1)[1]: z[k] for k in z.files if k.startswith(name + "|")}
   assert want, f"no golden numbers for {name}"
   extra = sorted(k for k in set(got) - set(want) if not k.startswith("final/"))
@@ -219,7 +244,10 @@ def test_config_contract(case, level, tmp_path):
     assert all(v.dtype.kind in "fi" for v in jax.tree.leaves(ev)), ev
     return
 
-  state0 = state_lib.build_state(task, key, batch, None)
+  # Committed to the device the restore target names, so the state in memory and the restored
+  # one hit the same compiled step (an uncommitted state would compile the step a second time).
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state0 = jax.device_put(state_lib.build_state(task, key, batch, None), device)
   step = jax.jit(task.train_step)
   state1, metrics1 = step(state0, batch)
   assert "loss" in metrics1 and math.isfinite(float(metrics1["loss"])), metrics1
@@ -233,8 +261,7 @@ def test_config_contract(case, level, tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, async_save=False)
   ckpt.save(1, state1, {"step": 1})
   ckpt.wait()
-  target = state_lib.abstract_state(task, key, batch, None,
-                                   sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  target = state_lib.abstract_state(task, key, batch, None, sharding=device)
   restored, meta = ckpt.restore(target)
   ckpt.close()
   assert meta == {"step": 1}
@@ -251,5 +278,5 @@ def test_config_contract(case, level, tmp_path):
   if task.supports("finalize_eval"):
     report = task.finalize_eval({k: np.asarray(v) for k, v in ev.items()})
     _finite({k: v for k, v in report.items() if isinstance(v, (int, float))}, "report ")
-  if base in ("style_paper", "dance_style", "music_style", "l2d_pose_gan", "l2d_seq_gan"):
-    _check_golden(base, _numbers(metrics1, metrics2, ev, report, state2))
+  if case in GOLDEN_FILES:
+    _check_golden(case, _numbers(metrics1, metrics2, ev, report, state2), GOLDEN_FILES[case])

@@ -1,11 +1,16 @@
-"""learn2dance GANs: the fixed gradient penalty against finite differences, shapes, one step."""
+"""learn2dance GANs: the fixed gradient penalty against finite differences, shapes, one step; the
+package's one GAN step and its two adversarial losses (every GAN task trains through it; the
+outputs before/after moving the learn2dance GANs onto it: tests/test_config_contract.py's
+golden numbers)."""
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from d2m_jax import configs
 from d2m_jax.models.learn2dance_gan import PoseCritic, SeqGenerator
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate
+from d2m_jax.tasks.wgan_common import NON_SATURATING, WASSERSTEIN, GANTask
 
 
 def test_gradient_penalty_is_nonzero_and_matches_finite_differences():
@@ -79,3 +84,30 @@ def test_pose_and_seq_gan_tasks_step_and_generate():
     np.testing.assert_array_equal(a, b)
   out = seq_task.generate(ss2, {}, None, 23, jax.random.key(0), 2)
   assert out.shape == (2, 23, 3, 3) and out.dtype == np.float32
+
+
+def test_adversarial_losses_match_their_closed_forms():
+  r, f = np.array([0.5, -1.0, 2.0]), np.array([-0.3, 0.8, 0.1])
+  sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+  loss, m = NON_SATURATING.critic(jnp.asarray(r, jnp.float32), jnp.asarray(f, jnp.float32))
+  want = -np.mean(np.log(sig(r))) - np.mean(np.log(1 - sig(f)))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-6)
+  np.testing.assert_allclose([float(m["d_real"]), float(m["d_fake"])],
+                             [sig(r).mean(), sig(f).mean()], rtol=1e-6)
+  np.testing.assert_allclose(float(NON_SATURATING.generator(jnp.asarray(f, jnp.float32))),
+                             -np.mean(np.log(sig(f))), rtol=1e-6)
+  loss, m = WASSERSTEIN.critic(jnp.asarray(r), jnp.asarray(f))
+  np.testing.assert_allclose([float(loss), float(m["w_dist"])],
+                             [f.mean() - r.mean(), r.mean() - f.mean()], rtol=1e-6)
+  assert WASSERSTEIN.penalised and not NON_SATURATING.penalised
+
+
+def test_every_gan_task_trains_through_the_one_gan_step():
+  from d2m_jax.tasks import get_task
+  tasks = {n: get_task(configs.load(n)) for n in configs.names() if n != "l2d_kmeans"}
+  gans = {n: t for n, t in tasks.items() if isinstance(t, GANTask)}
+  assert {"wgan_pose", "wgan_seq", "wgan_audio", "l2d_pose_gan", "l2d_seq_gan"} <= set(gans)
+  for name, task in gans.items():
+    for member in ("train_step", "critic_step", "generator_step"):
+      assert getattr(type(task), member) is getattr(GANTask, member), (name, member)
+  assert gans["l2d_seq_gan"].loss is NON_SATURATING and gans["l2d_pose_gan"].loss is WASSERSTEIN

@@ -28,15 +28,15 @@ def test_fused_step_equals_separate_critic_and_generator_steps():
   state0 = task.init_state(jax.random.key(0), batch, None)
   fused, metrics = jax.jit(task.train_step)(state0, batch)
 
-  _, k_c, k_g = task.step_keys(state0)
+  _, k_critic, k_gen = task.step_keys(state0)
   state = state0
   critic_step = jax.jit(task.critic_step)
   for i in range(m.n_critic):   # critic update i sees batch examples [i*b, (i+1)*b)
     sl = slice(i * b, (i + 1) * b)
     real = minmax_normalise(jnp.asarray(batch["pose"][sl]), state.stats)
-    cond = {"style": jnp.asarray(batch["style"][sl])}
-    state, _ = critic_step(state, real, cond, jax.random.fold_in(k_c, i))
-  state, _ = jax.jit(task.generator_step)(state, real, cond, k_g)
+    cond = {"labels": jnp.asarray(batch["style"][sl])}
+    state, _ = critic_step(state, real, cond, jax.tree.map(lambda k: k[i], k_critic))
+  state, _ = jax.jit(task.generator_step)(state, real, cond, k_gen)
 
   assert int(fused.step) == 1 and np.isfinite(float(metrics["loss"]))
   _close(fused.d_params, state.d_params, rtol=2e-5, atol=2e-6)

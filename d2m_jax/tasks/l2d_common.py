@@ -1,5 +1,6 @@
 """Helpers shared by the learn2dance and Kakashi tasks: contract-exact synthetic batches, the 2-D
-pose normalisation.
+pose normalisation, and :class:`L2DGANTask`, what the learn2dance GANs plug into the package's
+one GAN step.
 
 No TensorFlow / librosa imports here (the data pipeline is imported lazily, only to read data).
 """
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from d2m_jax.data import batch_layout
 from d2m_jax.models.learn2dance import project_to_2d
+from d2m_jax.tasks.wgan_common import GANTask
 
 WINDOW_FRAMES = batch_layout.WINDOW_FRAMES
 WAVEFORM_SAMPLES = batch_layout.WAVE_SAMPLES
@@ -60,3 +63,38 @@ def to_output_joints(poses2d: np.ndarray, joints: int, coords: int) -> np.ndarra
   if coords == 3:
     p = np.concatenate([p, np.zeros(p.shape[:-1] + (1,), np.float32)], -1)
   return p
+
+
+class L2DGANTask(GANTask):
+  """The learn2dance GANs on the one GAN step, as their originals: one critic and one generator
+  update on the same fake sample, keys from one flat split of ``fold_in(rng, step)`` (and the
+  device index) into ``num_keys`` whose roles ``key_roles`` gives, one critic dropout key for
+  real, fake and interpolate, the critic's fakes leave the generator's BatchNorm statistics
+  alone, no EMA, the logged ``loss`` is the critic's."""
+  opt_fields = ("g_opt", "d_opt")
+  critic_updates_bn_stats = False
+
+  def __init__(self, config):
+    super().__init__(config)
+    m = config.model
+    self.J, self.C = int(m.joints), int(m.coords)
+    self.P2 = self.J * 2
+    self.gamma = float(m.get("gp_weight", 0.0))
+
+  def synthetic_batch(self, batch_size, rng):
+    return synthetic_batch(self.config, batch_size, rng)
+
+  def step_keys(self, state, axis_name=None):
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    prep, critic, gen = self.key_roles(*jax.random.split(key, self.num_keys))
+    return prep, jax.tree.map(lambda k: k[None], critic), gen
+
+  def _critic(self):
+    return self.D
+
+  def step_metrics(self, cm, gm):
+    names = {"d_loss": "loss", "w_dist": "wdist"}
+    metrics = {names.get(k, k): v[-1] for k, v in cm.items() if k != "grad_norm"}
+    return dict(metrics, g_loss=gm["g_loss"])

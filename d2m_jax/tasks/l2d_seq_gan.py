@@ -4,7 +4,8 @@ Generator: (seq z 100, pose z 100) -> 49 latent deltas -> latent path = cumsum([
 (50 latents) -> the **frozen** pose generator of an ``l2d_pose_gan`` run (inference mode) decodes
 each latent into a 2-D pose -> (B, 50, P2). Critic: bidirectional 2-layer LSTM(100) -> concat of
 the first and last outputs -> block(400 -> 500) -> logit; standard GAN (BCE on logits, i.e. the
-original's Sigmoid + BCELoss, non-saturating generator loss), Adam 1e-3 (0.5, 0.999).
+original's Sigmoid + BCELoss, non-saturating generator loss: ``NON_SATURATING`` plugged into the
+package's one GAN step, :class:`d2m_jax.tasks.l2d_common.L2DGANTask`), Adam 1e-3 (0.5, 0.999).
 
 Data: kind ``"windows"``; a random ``seq_len``-frame (50 = 2 s at 25 fps; the original: 50 frames
 at 30 fps) crop of each window, projected/normalised with the pose GAN's own statistics (stored
@@ -27,16 +28,13 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from d2m_jax.models.learn2dance import project_to_2d
 from d2m_jax.models.learn2dance_gan import POSE_Z, SEQ_Z, SeqCritic, SeqGenerator
 from d2m_jax.tasks import l2d_common as common
 from d2m_jax.tasks.l2d_pose_gan import PoseGANTask
-from d2m_jax.tasks.wgan_common import apply_generator, apply_update
-from d2m_jax.train import optim
+from d2m_jax.tasks.wgan_common import NON_SATURATING, apply_generator
 from d2m_jax.train.parallel_utils import pmean
-from d2m_jax.train.task import Task, compute_dtype
 
 
 class SeqGANState(flax.struct.PyTreeNode):
@@ -52,29 +50,25 @@ class SeqGANState(flax.struct.PyTreeNode):
   pose2d_scale: Any
 
 
-def _bce_logits(logits, target):
-  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))
+def _frozen_pose(s):
+  """What the sequence GAN keeps of a pose-GAN state: its generator and normalisation."""
+  return {k: getattr(s, k) for k in ("g_params", "g_batch_stats", "pose2d_mean", "pose2d_scale")}
 
 
-class SeqGANTask(Task):
+class SeqGANTask(common.L2DGANTask):
   name = "l2d_seq_gan"
+  loss = NON_SATURATING
+  num_keys = 6
 
   def __init__(self, config):
     super().__init__(config)
     m = config.model
-    self.J, self.C = int(m.joints), int(m.coords)
-    self.P2 = self.J * 2
     self.L = int(m.seq_len)
     self.pose_task = PoseGANTask(config)
-    dtype = compute_dtype(config)
-    self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=dtype)
-    self.D = SeqCritic(hidden=m.critic_hidden, dtype=dtype, rnn_impl=m.get("rnn_impl", "auto"))
-    self.g_tx = optim.build_optimizer(config, "generator")
-    self.d_tx = optim.build_optimizer(config, "critic")
+    self.G = SeqGenerator(self.L, hidden=m.hidden, bn_eps=m.bn_eps, dtype=self.dtype)
+    self.D = SeqCritic(hidden=m.critic_hidden, dtype=self.dtype,
+                       rnn_impl=m.get("rnn_impl", "auto"))
     self._pose_state = None   # the frozen pose generator, set by prepare_host()
-
-  def synthetic_batch(self, batch_size, rng):
-    return common.synthetic_batch(self.config, batch_size, rng)
 
   def prepare_host(self, batch, stats=None):
     """Loads the frozen pose generator of ``config.model.pose_gan_workdir`` (host side, once)."""
@@ -84,24 +78,19 @@ class SeqGANTask(Task):
       from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
       s, _, _ = restore_workdir(wd)
       logging.info("l2d_seq_gan: frozen pose generator from %s (step %d)", wd, int(s.step))
-      self._pose_state = jax.device_get(dict(
-          g_params=s.g_params, g_batch_stats=s.g_batch_stats, pose2d_mean=s.pose2d_mean,
-          pose2d_scale=s.pose2d_scale))
+      self._pose_state = jax.device_get(_frozen_pose(s))
 
   def _random_pose_state(self, rng, batch, stats):
     if not self.config.model.get("pose_gan_workdir"):
       logging.warning("l2d_seq_gan: no config.model.pose_gan_workdir: using a RANDOM pose "
                       "generator (only meaningful for benchmarks/tests)")
     # (With a workdir but no prepare_host: a shape-only build, whose values a restore replaces.)
-    s = self.pose_task.init_state(rng, batch, stats)
-    return dict(g_params=s.g_params, g_batch_stats=s.g_batch_stats,
-                pose2d_mean=s.pose2d_mean, pose2d_scale=s.pose2d_scale)
+    return _frozen_pose(self.pose_task.init_state(rng, batch, stats))
 
   def init_state(self, rng, batch, stats=None, pose_state=None):
     kp, kg, kd, ks = jax.random.split(rng, 4)
     if pose_state is not None:
-      ps = dict(g_params=pose_state.g_params, g_batch_stats=pose_state.g_batch_stats,
-                pose2d_mean=pose_state.pose2d_mean, pose2d_scale=pose_state.pose2d_scale)
+      ps = _frozen_pose(pose_state)
     elif self._pose_state is not None:     # loaded by prepare_host
       ps = self._pose_state
     else:
@@ -132,43 +121,21 @@ class SeqGANTask(Task):
     crop = jnp.take_along_axis(pose, idx[..., None], 1)
     return (crop - state.pose2d_mean) / state.pose2d_scale
 
-  def train_step(self, state, batch, axis_name: Optional[str] = None):
-    key = jax.random.fold_in(state.rng, state.step)
-    if axis_name is not None:
-      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    kc, kz1, kz2, kgd, kd1, kd2 = jax.random.split(key, 6)
-    real = self._real(state, batch, kc)
-    B = real.shape[0]
-    seq_z, pose_z = jax.random.normal(kz1, (B, SEQ_Z)), jax.random.normal(kz2, (B, POSE_Z))
+  def key_roles(self, kc, kz1, kz2, kgd, kd1, kd2):
+    """Crop, sequence noise, pose noise and generator dropout (one fake sample for both
+    updates), critic dropout, the generator update's critic dropout; no penalty."""
+    fake = (kz1, kz2, kgd)
+    return kc, (fake, (kd1, kd1), None), (fake, kd2)
 
-    def gen(gp):
-      lat, stats = apply_generator(self.G, gp, state.g_batch_stats, (seq_z, pose_z), kgd, True,
-                                   axis_name=axis_name)
-      return self._decode(state.pose_g, lat), stats
+  def prepare(self, state, batch, rng):
+    return self._real(state, batch, rng)[None], {}
 
-    fake, _ = gen(state.g_params)
-    fake = jax.lax.stop_gradient(fake)
-
-    def d_loss_fn(dp):
-      d = lambda x: self.D.apply({"params": dp}, x, True, rngs={"dropout": kd1})  # noqa: E731
-      lr, lf = d(real), d(fake)
-      return _bce_logits(lr, 1.0) + _bce_logits(lf, 0.0), (jnp.mean(jax.nn.sigmoid(lr)),
-                                                            jnp.mean(jax.nn.sigmoid(lf)))
-
-    (d_loss, (p_real, p_fake)), dg = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_params, d_opt = apply_update(self.d_tx, dg, state.d_opt, state.d_params, axis_name)
-
-    def g_loss_fn(gp):
-      f, new_stats = gen(gp)
-      return _bce_logits(self.D.apply({"params": d_params}, f, True, rngs={"dropout": kd2}),
-                         1.0), new_stats
-
-    (g_loss, new_stats), gg = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    g_params, g_opt = apply_update(self.g_tx, gg, state.g_opt, state.g_params, axis_name)
-    metrics = pmean({"loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake},
-                    axis_name)
-    return state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=new_stats,
-                         d_params=d_params, g_opt=g_opt, d_opt=d_opt), metrics
+  def sample_fake(self, state, g_params, cond, rng, axis_name, num, train=True):
+    k_seq, k_pose, k_d = rng
+    z = (jax.random.normal(k_seq, (num, SEQ_Z)), jax.random.normal(k_pose, (num, POSE_Z)))
+    lat, stats = apply_generator(self.G, g_params, state.g_batch_stats, z, k_d, train,
+                                 axis_name=axis_name)
+    return self._decode(state.pose_g, lat), stats
 
   def eval_step(self, state, batch, axis_name: Optional[str] = None):
     real = self._real(state, batch, jax.random.key(0))
@@ -177,7 +144,7 @@ class SeqGANTask(Task):
     fake = self._window(state, jax.random.normal(k1, (B, SEQ_Z)),
                         jax.random.normal(k2, (B, POSE_Z)))[1]
     d = lambda x: self.D.apply({"params": state.d_params}, x, False)  # noqa: E731
-    loss = _bce_logits(d(real), 1.0) + _bce_logits(d(fake), 0.0)
+    loss, _ = NON_SATURATING.critic(d(real), d(fake))
     speed = lambda x: jnp.mean(jnp.abs(jnp.diff(x, axis=1)))  # noqa: E731
     return pmean({"loss": loss, "speed_real": speed(real), "speed_fake": speed(fake)}, axis_name)
 

@@ -26,7 +26,7 @@ from d2m_jax.models.wgan_audio import (CLIP_PAD, HOP, AudioSeqCritic, AudioSeqGe
                                        clip_audio, cut_windows)
 from d2m_jax.models.wgan_layers import resolve_conv_impl
 from d2m_jax.models.wgan_losses import gradient_penalty, interpolate, total_variation
-from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, WGANTask, apply_generator,
+from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, GANTask, apply_generator,
                                        minmax_denormalise, minmax_normalise)
 from d2m_jax.train.defaults import base_config
 
@@ -107,7 +107,7 @@ def audio_config(ablation: str = "default") -> ml_collections.ConfigDict:
   return c
 
 
-class WGANAudioTask(WGANTask):
+class WGANAudioTask(GANTask):
   name = "wgan_audio"
   generation_features = ("waveform16k",)
   generation_uses_beats = False   # generate() reads the waveform only
@@ -138,17 +138,17 @@ class WGANAudioTask(WGANTask):
     d_params = self._critic().init(k2, jnp.zeros((1, T, P)), jnp.zeros((1, T * HOP)))["params"]
     return dict(g_vars), d_params
 
-  def prepare(self, batch, stats, rng):
-    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), stats)
+  def prepare(self, state, batch, rng):
+    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), state.stats)
     wave = jnp.asarray(batch["waveform"], jnp.float32)
     return self.split_slices(pose), {"waveform": self.split_slices(wave)}
 
-  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, num, train=True):
+  def sample_fake(self, state, g_params, cond, rng, axis_name, num, train=True):
     k_z, k_d = jax.random.split(rng)
     P = g_params["decoder"]["fc_out"]["kernel"].shape[-1]
     windows = cut_windows(cond["waveform"], WINDOW_FRAMES, self.config.model.window)
     z = jax.random.normal(k_z, (num, WINDOW_FRAMES, self.config.model.noise))
-    (poses, _), bs = apply_generator(self._gen(axis_name, P), g_params, g_batch_stats,
+    (poses, _), bs = apply_generator(self._gen(axis_name, P), g_params, state.g_batch_stats,
                                      (windows, z), k_d, train)
     return poses, bs
 
@@ -228,7 +228,7 @@ class WGANAudioTask(WGANTask):
 
   def sample(self, state, rng, waveform):
     """Poses for a batch of padded clip waveforms (B, 79360), data units (B, 120, P)."""
-    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats,
+    fake, _ = self.sample_fake(state, self.sampling_params(state),
                                {"waveform": jnp.asarray(waveform)}, rng, None,
                                waveform.shape[0], train=False)
     return np.asarray(minmax_denormalise(fake, state.stats))

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from d2m_jax.models.wgan_pose import PoseCritic, PoseGenerator
-from d2m_jax.tasks.wgan_common import (WGANTask, apply_generator, minmax_denormalise,
+from d2m_jax.tasks.wgan_common import (GANTask, apply_generator, minmax_denormalise,
                                        minmax_normalise)
 from d2m_jax.train.defaults import base_config
 
@@ -46,7 +46,7 @@ def pose_config(latent: int = 50, size: int = 128, nblocks: int = 1) -> ml_colle
   return c
 
 
-class WGANPoseTask(WGANTask):
+class WGANPoseTask(GANTask):
   name = "wgan_pose"
 
   def _gen(self, axis_name=None, pose_dim=69):
@@ -65,8 +65,8 @@ class WGANPoseTask(WGANTask):
     d_params = self._critic().init({"params": k2}, jnp.zeros((2, P)), train=False)["params"]
     return dict(g_vars), d_params
 
-  def prepare(self, batch, stats, rng):
-    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), stats)
+  def prepare(self, state, batch, rng):
+    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), state.stats)
     frames = pose.reshape(-1, pose.shape[-1])
     n, b = self.n_critic, int(self.config.model.batch_size)
     if frames.shape[0] < n * b:
@@ -75,21 +75,17 @@ class WGANPoseTask(WGANTask):
     idx = jax.random.choice(rng, frames.shape[0], (n * b,), replace=False)
     return frames[idx].reshape(n, b, -1), {}
 
-  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, num, train=True):
+  def sample_fake(self, state, g_params, cond, rng, axis_name, num, train=True):
     k_z, k_d = jax.random.split(rng)
     P = g_params["fc_out"]["kernel"].shape[-1]
     z = jax.random.normal(k_z, (num, self.config.model.latent))
-    return apply_generator(self._gen(axis_name, P), g_params, g_batch_stats, (z,), k_d, train)
-
-  def critic_scores(self, d_params, x, cond, rng):
-    if rng is None:
-      return self._critic().apply({"params": d_params}, x, train=False)
-    return self._critic().apply({"params": d_params}, x, train=True, rngs={"dropout": rng})
+    return apply_generator(self._gen(axis_name, P), g_params, state.g_batch_stats, (z,), k_d,
+                           train)
 
   def sample(self, state, rng, num: int):
     """``num`` poses in data units, (num, P)."""
-    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, {}, rng, None,
-                               num, train=False)
+    fake, _ = self.sample_fake(state, self.sampling_params(state), {}, rng, None, num,
+                               train=False)
     return np.asarray(minmax_denormalise(fake, state.stats))
 
 

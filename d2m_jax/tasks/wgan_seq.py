@@ -16,7 +16,7 @@ import numpy as np
 from d2m_jax.models.wgan_layers import resolve_conv_impl
 from d2m_jax.models.wgan_losses import total_variation
 from d2m_jax.models.wgan_seq import SeqCritic, SeqGenerator
-from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, WGANTask, apply_generator,
+from d2m_jax.tasks.wgan_common import (WINDOW_FRAMES, GANTask, apply_generator,
                                        minmax_denormalise, minmax_normalise)
 from d2m_jax.train.defaults import base_config
 
@@ -60,7 +60,7 @@ def seq_config(conditional: bool = False) -> ml_collections.ConfigDict:
   return c
 
 
-class WGANSeqTask(WGANTask):
+class WGANSeqTask(GANTask):
   name = "wgan_seq"
   one_sided = True
 
@@ -86,29 +86,22 @@ class WGANSeqTask(WGANTask):
     d_params = self._critic().init(k2, jnp.zeros((2, T, P)), labels, train=False)["params"]
     return dict(g_vars), d_params
 
-  def prepare(self, batch, stats, rng):
-    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), stats)
+  def prepare(self, state, batch, rng):
+    pose = minmax_normalise(jnp.asarray(batch["pose"], jnp.float32), state.stats)
     cond = {}
     if self.config.model.num_classes:
-      cond["style"] = self.split_slices(jnp.asarray(batch["style"], jnp.int32))
+      cond["labels"] = self.split_slices(jnp.asarray(batch["style"], jnp.int32))
     return self.split_slices(pose), cond
 
-  def sample_fake(self, g_params, g_batch_stats, cond, rng, axis_name, num, train=True,
+  def sample_fake(self, state, g_params, cond, rng, axis_name, num, train=True,
                   labels=None):
     k_z, k_d = jax.random.split(rng)
     P = g_params["decoder"]["fc_out"]["kernel"].shape[-1]
     if labels is None:
-      labels = cond.get("style")
+      labels = cond.get("labels")
     z = jax.random.normal(k_z, (num, WINDOW_FRAMES, self.config.model.noise))
-    return apply_generator(self._gen(axis_name, P), g_params, g_batch_stats, (z, labels), k_d,
-                           train)
-
-  def critic_scores(self, d_params, x, cond, rng):
-    labels = cond.get("style")
-    if rng is None:
-      return self._critic().apply({"params": d_params}, x, labels, train=False)
-    return self._critic().apply({"params": d_params}, x, labels, train=True,
-                                rngs={"dropout": rng})
+    return apply_generator(self._gen(axis_name, P), g_params, state.g_batch_stats, (z, labels),
+                           k_d, train)
 
   def gen_regulariser(self, fake, real, cond):
     tv = total_variation(fake, time_axis=1)
@@ -118,9 +111,9 @@ class WGANSeqTask(WGANTask):
     """The ``motion_ratio`` evaluator's rows, (N, 120, P) min-max normalised: the batch's last
     real slice and as many sequences generated for its conditioning (inference mode, the
     sampling parameters, as :meth:`sample`)."""
-    real, cond = self.prepare(batch, state.stats, rng)
+    real, cond = self.prepare(state, batch, rng)
     real, cond = real[-1], jax.tree.map(lambda x: x[-1], cond)
-    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, cond, rng, None,
+    fake, _ = self.sample_fake(state, self.sampling_params(state), cond, rng, None,
                                real.shape[0], train=False)
     return {"real": real, "generated": fake}
 
@@ -129,7 +122,7 @@ class WGANSeqTask(WGANTask):
     labels = None
     if self.config.model.num_classes:
       labels = jnp.full((num,), 0 if style is None else style, jnp.int32)
-    fake, _ = self.sample_fake(self.sampling_params(state), state.g_batch_stats, {}, rng, None,
+    fake, _ = self.sample_fake(state, self.sampling_params(state), {}, rng, None,
                                num, train=False, labels=labels)
     return np.asarray(minmax_denormalise(fake, state.stats))
 

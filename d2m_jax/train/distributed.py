@@ -130,38 +130,32 @@ def _cluster_evident(env: Mapping[str, str]) -> Optional[str]:
   return None
 
 
-def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **overrides) -> LaunchSpec:
-  """Decides whether and how to initialize. Pure (no JAX call), so it is unit-testable.
-
-  Args:
-    cfg: ``config.distributed`` (ConfigDict or dict) or None.
-    env: the environment (default ``os.environ``).
-    **overrides: the same field names as :func:`distributed_config`; non-None values win over
-      ``cfg`` (command-line flags).
-  """
-  env = os.environ if env is None else env
+def _fields(cfg: Any, overrides: Mapping[str, Any]) -> dict:
+  """``config.distributed``'s fields with the non-None ``overrides`` (command-line flags) on top;
+  unknown override names raise TypeError."""
   fields = {k: get(cfg, k) for k in distributed_config().keys()}
   unknown = set(overrides) - set(fields)
   if unknown:
     raise TypeError(f"unknown distributed field(s): {sorted(unknown)}")
   fields.update({k: v for k, v in overrides.items() if v is not None})
-  mode = fields["mode"] or "auto"
-  if mode not in MODES:
-    raise DistributedError(f"distributed.mode must be one of {MODES}, got {mode!r}")
-  timeout = int(fields["initialization_timeout"] or 300)
-  if mode == "off":
-    return LaunchSpec(False, "distributed.mode='off'")
+  return fields
 
+
+def _int_field(fields: dict, env: Mapping[str, str], name: str) -> Optional[int]:
+  """Integer field ``name``, else the ``D2M_<NAME>`` environment variable, else None."""
+  value = _int_or_none(fields[name], "distributed." + name)
+  if value is None:
+    var = ENV_PREFIX + name.upper()
+    value = _int_or_none(env.get(var), var)
+  return value
+
+
+def _endpoints(fields: dict, env: Mapping[str, str]):
+  """(coordinator address, process count, process id), each from the fields or the ``D2M_*``
+  environment (None where neither gives it), checked for consistency."""
   address = fields["coordinator_address"] or env.get(ENV_PREFIX + "COORDINATOR_ADDRESS") or None
-  nproc = _int_or_none(fields["num_processes"], "distributed.num_processes")
-  if nproc is None:
-    nproc = _int_or_none(env.get(ENV_PREFIX + "NUM_PROCESSES"), ENV_PREFIX + "NUM_PROCESSES")
-  pid = _int_or_none(fields["process_id"], "distributed.process_id")
-  if pid is None:
-    pid = _int_or_none(env.get(ENV_PREFIX + "PROCESS_ID"), ENV_PREFIX + "PROCESS_ID")
-  devices = _parse_device_ids(fields["local_device_ids"])
-  method = fields["cluster_detection_method"] or None
-
+  nproc = _int_field(fields, env, "num_processes")
+  pid = _int_field(fields, env, "process_id")
   if address is not None and ":" not in address:
     raise DistributedError(
         f"coordinator address must be 'host:port' (process 0's host and a free port), got "
@@ -170,22 +164,28 @@ def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **override
     raise DistributedError(f"num_processes must be >= 1, got {nproc}")
   if pid is not None and nproc is not None and not 0 <= pid < nproc:
     raise DistributedError(f"process_id must be in [0, {nproc}), got {pid}")
+  return address, nproc, pid
 
-  explicit = [n for n, v in (("coordinator_address", address), ("num_processes", nproc),
-                             ("process_id", pid)) if v is not None]
-  spec = functools.partial(LaunchSpec, coordinator_address=address, num_processes=nproc,
-                           process_id=pid, local_device_ids=devices,
-                           cluster_detection_method=method, initialization_timeout=timeout)
-  if explicit:
-    if nproc == 1 and mode == "auto":
-      return LaunchSpec(False, "num_processes=1")
-    if len(explicit) < 3 and method is None and _cluster_evident(env) is None:
-      missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(explicit))
-      raise DistributedError(
-          f"multi-process launch is missing {', '.join(missing)} (given: {', '.join(explicit)}) "
-          f"and no cluster environment (SLURM, Open MPI, Cloud TPU) was detected to supply "
-          f"it: pass --config.distributed.<field> or set {ENV_PREFIX}<FIELD> for every process")
-    return spec(True, "explicit " + ", ".join(explicit))
+
+def _explicit_launch(spec, mode: str, explicit: Sequence[str], nproc: Optional[int],
+                     method: Optional[str], env: Mapping[str, str]) -> LaunchSpec:
+  """The launch when some of address / count / id were given explicitly: all three, or a
+  cluster (or ``cluster_detection_method``) to supply the rest; one process needs none."""
+  if nproc == 1 and mode == "auto":
+    return LaunchSpec(False, "num_processes=1")
+  if len(explicit) < 3 and method is None and _cluster_evident(env) is None:
+    missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(explicit))
+    raise DistributedError(
+        f"multi-process launch is missing {', '.join(missing)} (given: {', '.join(explicit)}) "
+        f"and no cluster environment (SLURM, Open MPI, Cloud TPU) was detected to supply "
+        f"it: pass --config.distributed.<field> or set {ENV_PREFIX}<FIELD> for every process")
+  return spec(True, "explicit " + ", ".join(explicit))
+
+
+def _detected_launch(spec, mode: str, devices: Optional[tuple],
+                     env: Mapping[str, str]) -> LaunchSpec:
+  """The launch when nothing was given explicitly: an evident cluster, ``mode='on'`` (JAX's
+  own detection), or none."""
   evident = _cluster_evident(env)
   if evident is not None:
     if (devices is None and evident.startswith("SLURM")
@@ -198,6 +198,36 @@ def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **override
     # Leave it to JAX's detection (GCE TPU pods are only visible through the metadata server).
     return spec(True, "mode='on' (JAX cluster auto-detection)")
   return LaunchSpec(False, "no multi-process launch detected")
+
+
+def resolve(cfg: Any = None, env: Optional[Mapping[str, str]] = None, **overrides) -> LaunchSpec:
+  """Decides whether and how to initialize. Pure (no JAX call), so it is unit-testable.
+
+  Args:
+    cfg: ``config.distributed`` (ConfigDict or dict) or None.
+    env: the environment (default ``os.environ``).
+    **overrides: the same field names as :func:`distributed_config`; non-None values win over
+      ``cfg`` (command-line flags).
+  """
+  env = os.environ if env is None else env
+  fields = _fields(cfg, overrides)
+  mode = fields["mode"] or "auto"
+  if mode not in MODES:
+    raise DistributedError(f"distributed.mode must be one of {MODES}, got {mode!r}")
+  timeout = int(fields["initialization_timeout"] or 300)
+  if mode == "off":
+    return LaunchSpec(False, "distributed.mode='off'")
+  address, nproc, pid = _endpoints(fields, env)
+  devices = _parse_device_ids(fields["local_device_ids"])
+  method = fields["cluster_detection_method"] or None
+  spec = functools.partial(LaunchSpec, coordinator_address=address, num_processes=nproc,
+                           process_id=pid, local_device_ids=devices,
+                           cluster_detection_method=method, initialization_timeout=timeout)
+  explicit = [n for n, v in (("coordinator_address", address), ("num_processes", nproc),
+                             ("process_id", pid)) if v is not None]
+  if explicit:
+    return _explicit_launch(spec, mode, explicit, nproc, method, env)
+  return _detected_launch(spec, mode, devices, env)
 
 
 def maybe_initialize(cfg: Any = None, **overrides) -> bool:
