@@ -60,6 +60,14 @@ class Row:
   max_updates: int = 400
   stream_doc: str = ""
   warmup: int = 0                       # > 0: warmup_linear schedule (decay to 0 at max_updates)
+  examples_per_update: int = 1          # windows one update per example of the batch uses (GAN:
+                                        # n_critic slices per train step)
+  accumulate: int = 0                   # > 0: overrides --accumulate for this row
+  noise_scale: bool = True              # measure B_simple (needs accumulate >= 2)
+  evaluate: Optional[Callable] = None   # task -> fn(state, held_out) -> metric (default: eval_step)
+  fixed_stats: Optional[Callable] = None   # held_out -> dataset stats passed to build_state
+  optim_name: str = ""                  # "": the config's optimiser; else adam|adamw|lamb|lars|sgd
+  momentum: float = -1.0                # >= 0: optim.momentum (sgd, lars)
 
 
 _STYLE_PATTERNS = np.random.default_rng(1234).standard_normal((4, 28)).astype(np.float32)
@@ -120,6 +128,59 @@ def _music_stream(batch, rng, frames=40, amp=0.1):
           "length": np.full((batch,), frames, np.int32)}
 
 
+WGAN_TARGET, WGAN_LR, WGAN_MAX_UPDATES = 0.5, 1e-3, 400
+_SEQ_FRAMES, _SEQ_DIM = 32, 8
+_SEQ_PHASES = np.arange(_SEQ_DIM) * np.pi / 4          # coordinates move with fixed lags
+_SEQ_AMPS = np.linspace(0.5, 1.5, _SEQ_DIM)
+_SEQ_OFFSETS = np.linspace(-1.0, 1.0, _SEQ_DIM)
+
+
+def _seq_stream(batch, rng, frames=_SEQ_FRAMES, noise=0.05):
+  """'pose' windows of a learnable motion: per coordinate p an offset c_p plus a sinusoid
+  a_p x u sin(2 pi f t / T + phi + p pi / 4) with per-sequence frequency f in {1, 2} cycles per
+  window, phase phi ~ U(0, 2 pi) and amplitude factor u ~ U(0.7, 1.3), plus N(0, noise^2)."""
+  f = rng.integers(1, 3, (batch, 1, 1))
+  phi = rng.uniform(0, 2 * np.pi, (batch, 1, 1))
+  u = rng.uniform(0.7, 1.3, (batch, 1, 1))
+  t = np.arange(frames)[None, :, None]
+  x = _SEQ_OFFSETS + _SEQ_AMPS * u * np.sin(2 * np.pi * f * t / frames + phi + _SEQ_PHASES)
+  x = x + noise * rng.standard_normal(x.shape)
+  return {"pose": x.astype(np.float32)}
+
+
+def _seq_stats(held_out):
+  pose = held_out["pose"].reshape(-1, held_out["pose"].shape[-1])
+  return {"pose_min": pose.min(0), "pose_max": pose.max(0)}
+
+
+def _seq_config():
+  from configs import wgan_seq  # pylint: disable=import-outside-toplevel
+  c = wgan_seq.get_config()     # the paper's losses (WGAN-LP gamma 10, TV eta 50, n_critic 8)
+  m = c.model
+  m.window_frames, m.pose_dim = _SEQ_FRAMES, _SEQ_DIM
+  m.noise, m.n_cells, m.size, m.nblocks_gen = 16, 1, 32, 1          # GRU 16, decoder 32
+  m.channels, m.init_kernel, m.nblocks_critic = 16, 5, 1
+  m.sample_with_ema = False     # the raw generator is evaluated (an EMA at 0.999 lags 100s of steps)
+  c.optim.schedule = "constant"  # the paper's MultiStepLR milestones (10k+) are never reached
+  c.dtype = "float32"
+  return c
+
+
+def _seq_evaluate(task):
+  """Generated vs held-out real: motion_moments.sequence_moment_distance in data units, on as
+  many generated sequences (fixed noise, inference mode) as held-out ones."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from d2m_jax.metrics import motion_moments  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks.wgan_common import minmax_denormalise  # pylint: disable=import-outside-toplevel
+
+  def fn(state, held_out):
+    real = held_out["pose"]
+    fake, _ = task.sample_fake(task.sampling_params(state), state.g_batch_stats, {},
+                               jax.random.PRNGKey(7), None, real.shape[0], train=False)
+    return motion_moments.sequence_moment_distance(real, minmax_denormalise(fake, state.stats))
+  return fn
+
+
 ROWS = {
     "style_paper": Row("style_paper", _style_config, _style_stream, "accuracy", 0.95, "max",
                        lr=3e-3, reference_batch=32, scaling="sqrt",
@@ -131,6 +192,13 @@ ROWS = {
                              "min", lr=2e-3, reference_batch=32, scaling="sqrt", eval_size=128,
                              eval_every=5, max_updates=200,
                              stream_doc="3 random-walk units of 8 frames, 69-D"),
+    "wgan_seq": Row("wgan_seq", _seq_config, _seq_stream, "moment_distance", WGAN_TARGET,
+                    "min", lr=WGAN_LR, reference_batch=32, scaling="sqrt", eval_size=512,
+                    eval_every=5, max_updates=WGAN_MAX_UPDATES, examples_per_update=8,
+                    accumulate=1, noise_scale=False, evaluate=_seq_evaluate,
+                    fixed_stats=_seq_stats,
+                    stream_doc=f"{_SEQ_DIM}-D sinusoids, f in {{1,2}}/window, random phase and "
+                               f"amplitude, {_SEQ_FRAMES} frames"),
 }
 
 
@@ -176,18 +244,26 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
-  micro = batch // accumulate
+  accumulate = row.accumulate or accumulate
+  micro = batch // accumulate * row.examples_per_update
   c = row.config()
   c.data.batch_size = micro
   o = c.optim
-  o.lr, o.lr_scaling, o.reference_batch = row.lr, row.scaling, row.reference_batch
+  o.lr, o.lr_scaling = row.lr, row.scaling
+  # the scaling rule's batch: per update (a GAN's per-update batch, not its n_critic slices)
+  o.reference_batch = row.reference_batch * row.examples_per_update
   o.accumulate_steps = accumulate
-  o.noise_scale = accumulate > 1
+  o.noise_scale = accumulate > 1 and row.noise_scale
   o.noise_scale_ema = 0.9
   if row.warmup:
     o.schedule, o.warmup_steps, o.decay_steps = "warmup_linear", row.warmup, row.max_updates
+  if row.optim_name:
+    o.name = row.optim_name
+  if row.momentum >= 0:
+    o.momentum = row.momentum
   task = get_task(c)
   held_out = row.stream(row.eval_size, np.random.default_rng(10_000))
+  stats = row.fixed_stats(held_out) if row.fixed_stats else None
 
   def step_fn(state, b):
     state, _ = task.train_step(state, b)
@@ -198,14 +274,15 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
     return state, {"optim/gns_b_simple": tr / g2} if m and not isinstance(g2, int) else {}
 
   step = jax.jit(step_fn, donate_argnums=0)
-  evaluate = jax.jit(lambda s, b: task.eval_step(s, b)[row.metric])
+  evaluate = jax.jit(row.evaluate(task) if row.evaluate else
+                     (lambda s, b: task.eval_step(s, b)[row.metric]))
   better = (lambda v: v >= row.threshold) if row.mode == "max" else (lambda v: v <= row.threshold)
   compile_s = None
   for seed in seeds:
     rng = np.random.default_rng(seed)
     first = row.stream(micro, rng)
     t0 = time.perf_counter()
-    state = state_lib.build_state(task, jax.random.PRNGKey(seed), first)
+    state = state_lib.build_state(task, jax.random.PRNGKey(seed), first, stats)
     state, m = step(state, first)
     float(evaluate(state, held_out))
     if compile_s is None:
@@ -229,7 +306,8 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
         if better(value):
           reached = True
           break
-    yield seed, {"reached": reached, "steps": updates, "examples": updates * batch,
+    yield seed, {"reached": reached, "steps": updates,
+                 "examples": updates * batch * row.examples_per_update,
                  "value": value, "b_simple": b_simple, "lr": optim.effective_lr(c),
                  "train_wall_s": time.perf_counter() - t_wall,
                  "train_cpu_s": time.process_time() - t_cpu, "compile_s": compile_s}
@@ -353,6 +431,11 @@ def main(argv=None):
   p.add_argument("--scaling", default=None, help="override the rows' lr_scaling (none|linear|sqrt)")
   p.add_argument("--warmup", type=int, default=0, help="warmup_linear over this many updates "
                  "(then linear decay to 0 at the row's max_updates); 0: constant lr")
+  p.add_argument("--optim", default="", help="override the rows' optimiser (adam|adamw|lamb|"
+                 "lars|sgd; the row's weight decay is kept where the optimiser has one)")
+  p.add_argument("--lr", type=float, default=0.0, help="override the rows' lr at the reference "
+                 "batch (0: the row's)")
+  p.add_argument("--momentum", type=float, default=-1.0, help="optim.momentum (sgd, lars)")
   p.add_argument("--summarise_only", action="store_true", help="re-plot --out, run nothing")
   p.add_argument("--overhead", action="store_true",
                  help="time the noise-scale wrapper at each --batches for each row, then exit")
@@ -369,11 +452,19 @@ def main(argv=None):
   if not a.summarise_only:
     import jax  # pylint: disable=import-outside-toplevel
     date = time.strftime("%Y-%m-%d", time.gmtime())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                            capture_output=True, check=False).stdout.strip() or "unknown"
     for name in a.rows.split(","):
       row = ROWS[name]
       if a.scaling:
         row = dataclasses.replace(row, scaling=a.scaling)
       row = dataclasses.replace(row, warmup=a.warmup)
+      if a.optim:
+        row = dataclasses.replace(row, optim_name=a.optim)
+      if a.lr:
+        row = dataclasses.replace(row, lr=a.lr)
+      if a.momentum >= 0:
+        row = dataclasses.replace(row, momentum=a.momentum)
       for batch in [int(b) for b in a.batches.split(",")]:
         seeds = [int(s) for s in a.seeds.split(",")]
         if a.runner == "engine":
@@ -383,8 +474,9 @@ def main(argv=None):
         else:
           runs = run_inline(row, batch, seeds, a.accumulate)
         for seed, res in runs:
-          rec = {"model": name, "batch": batch, "seed": seed, "accumulate": a.accumulate,
+          rec = {"model": name, "batch": batch, "seed": seed, "accumulate": row.accumulate or a.accumulate,
                  "lr_scaling": row.scaling, "warmup": row.warmup,
+                 "optim": row.optim_name or "config", "lr_ref": row.lr, "commit": commit,
                  "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
                  "stream": row.stream_doc, "device": jax.devices()[0].device_kind,
                  "date": date, **res}
