@@ -361,11 +361,30 @@ def critical_batch(steps_by_batch: Dict[int, float], saving: float = 0.2) -> Opt
   return crit if len(bs) >= 2 else None
 
 
+def variant(r: dict) -> str:
+  """The row's model plus what differs from that model's default sweep (optimiser, lr at the
+  reference batch, scaling rule, warmup), e.g. ``style_paper lamb lr 0.02 warmup 5``."""
+  parts = [r["model"]]
+  if r.get("optim", "config") != "config":
+    parts.append(r["optim"])
+  default = ROWS.get(r["model"])
+  if default and r.get("lr_ref") not in (None, default.lr):
+    parts.append(f"lr {r['lr_ref']:g}")
+  if default and r.get("lr_scaling", default.scaling) != default.scaling:
+    parts.append(r["lr_scaling"])
+  if r.get("momentum", -1) >= 0:
+    parts.append(f"momentum {r['momentum']:g}")
+  if r.get("warmup"):
+    parts.append(f"warmup {r['warmup']}")
+  return " ".join(parts)
+
+
 def summarise(rows: List[dict]) -> Dict[str, dict]:
-  """Per model: median steps per batch over reached seeds, critical batch, median B_simple."""
+  """Per model variant (:func:`variant`): median steps per batch over reached seeds, critical
+  batch, median B_simple."""
   out = {}
-  for model in sorted({r["model"] for r in rows}):
-    mine = [r for r in rows if r["model"] == model]
+  for model in sorted({variant(r) for r in rows}):
+    mine = [r for r in rows if variant(r) == model]
     steps = {}
     for b in sorted({r["batch"] for r in mine}):
       got = [r["steps"] for r in mine if r["batch"] == b and r["reached"]]
@@ -386,9 +405,13 @@ def plot(rows: List[dict], summary: Dict[str, dict], path: str):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   models = list(summary)
-  fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
-  for ax, model in zip(axes[0], models):
-    mine = [r for r in rows if r["model"] == model]
+  cols = min(3, len(models))
+  nrows = -(-len(models) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 4 * nrows), squeeze=False)
+  for ax in axes.flat[len(models):]:
+    ax.set_visible(False)
+  for ax, model in zip(axes.flat, models):
+    mine = [r for r in rows if variant(r) == model]
     for r in mine:
       ax.scatter(r["batch"], r["steps"], c="C0" if r["reached"] else "C3", s=14,
                  marker="o" if r["reached"] else "x")
@@ -408,7 +431,7 @@ def plot(rows: List[dict], summary: Dict[str, dict], path: str):
     ax.set_yscale("log")
     ax.set_xlabel("global batch")
     ax.set_ylabel("optimiser steps to target")
-    ax.set_title(model)
+    ax.set_title(model, fontsize=9)
     ax.legend(fontsize=7)
   fig.tight_layout()
   tmp = path + ".tmp.png"
@@ -477,6 +500,7 @@ def main(argv=None):
           rec = {"model": name, "batch": batch, "seed": seed, "accumulate": row.accumulate or a.accumulate,
                  "lr_scaling": row.scaling, "warmup": row.warmup,
                  "optim": row.optim_name or "config", "lr_ref": row.lr, "commit": commit,
+                 **({"momentum": row.momentum} if row.momentum >= 0 else {}),
                  "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
                  "stream": row.stream_doc, "device": jax.devices()[0].device_kind,
                  "date": date, **res}

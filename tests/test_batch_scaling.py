@@ -53,3 +53,16 @@ def test_read_time_to_target(tmp_path):
   (tmp_path / "time_to_target.json").write_text(
       json.dumps({"reached": True, "step": 40, "examples": 1280}))
   assert bs.read_time_to_target(str(tmp_path))["examples"] == 1280
+
+
+def test_variants_are_summarised_apart():
+  base = dict(model="style_paper", seed=0, reached=True, b_simple=1.0, optim="config",
+              lr_ref=bs.ROWS["style_paper"].lr, lr_scaling="sqrt", warmup=0)
+  rows = [dict(base, batch=64, steps=20), dict(base, batch=128, steps=10),
+          dict(base, batch=64, steps=40, optim="lamb", lr_ref=0.02, warmup=5),
+          dict(base, batch=128, steps=39, optim="lamb", lr_ref=0.02, warmup=5)]
+  s = bs.summarise(rows)
+  assert set(s) == {"style_paper", "style_paper lamb lr 0.02 warmup 5"}
+  assert s["style_paper"]["critical_batch"] == 128
+  assert s["style_paper lamb lr 0.02 warmup 5"]["steps"] == {64: 40.0, 128: 39.0}
+  assert bs.variant(dict(base, lr_scaling="linear")) == "style_paper linear"
