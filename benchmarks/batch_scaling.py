@@ -217,23 +217,44 @@ def read_time_to_target(workdir: str) -> dict:
   return out
 
 
-def run_engine(row: Row, batch: int, seed: int, workdir: str, accumulate: int) -> dict:
-  """One run through launch/train.py with config.target; its time_to_target.json."""
+def run_engine(row: Row, batch: int, seed: int, workdir: str, accumulate: int,
+               extra_args=()) -> dict:
+  """One run through launch/train.py with config.target (the row's lr, scaling rule, target
+  metric on the validation split, evaluated every ``row.eval_every`` updates) on the config's
+  dataset (``extra_args``: more ``--config.*`` flags, e.g. the data_dir and synthetic size); its
+  time_to_target.json. The run's output goes to WORKDIR.log."""
   micro = batch // accumulate
-  cfg = {"configs": f"configs/{row.name}.py"}
-  args = [sys.executable, os.path.join(REPO, "launch", "train.py"), f"--config={cfg['configs']}",
+  args = [sys.executable, os.path.join(REPO, "launch", "train.py"),
+          f"--config={os.path.join(REPO, 'configs', row.name + '.py')}",
           f"--workdir={workdir}", f"--config.seed={seed}", f"--config.data.batch_size={micro}",
           f"--config.optim.accumulate_steps={accumulate}",
-          f"--config.optim.noise_scale={accumulate > 1}",
+          f"--config.optim.noise_scale={accumulate > 1 and row.noise_scale}",
           f"--config.optim.lr={row.lr}", f"--config.optim.lr_scaling={row.scaling}",
           f"--config.optim.reference_batch={row.reference_batch}",
           f"--config.num_train_steps={row.max_updates * accumulate}",
           f"--config.eval_every_steps={row.eval_every * accumulate}",
+          f"--config.log_every_steps={row.eval_every * accumulate}",
           f"--config.target.metric=eval_validation/{row.metric}",
-          f"--config.target.threshold={row.threshold}", f"--config.target.mode={row.mode}"]
-  subprocess.run(args, check=True, cwd=REPO)
+          f"--config.target.threshold={row.threshold}", f"--config.target.mode={row.mode}",
+          *extra_args]
+  if row.warmup:
+    args += ["--config.optim.schedule=warmup_linear", f"--config.optim.warmup_steps={row.warmup}",
+             f"--config.optim.decay_steps={row.max_updates}"]
+  if row.optim_name:
+    args.append(f"--config.optim.name={row.optim_name}")
+  os.makedirs(os.path.dirname(os.path.abspath(workdir)), exist_ok=True)
+  t0 = time.perf_counter()
+  with open(workdir.rstrip("/") + ".log", "w") as log:
+    proc = subprocess.run(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+  if proc.returncode:
+    raise RuntimeError(f"launch/train.py exited {proc.returncode} (see {workdir}.log): "
+                       + " ".join(args))
   out = read_time_to_target(workdir)
-  out["steps"] = int(out["step"]) // accumulate
+  out["process_wall_s"] = time.perf_counter() - t0
+  out["engine_step"] = int(out["step"])
+  out["engine_examples"] = out["examples"]
+  out["steps"] = int(out["step"]) // accumulate      # optimiser updates
+  out["examples"] = out["steps"] * batch
   return out
 
 
@@ -347,6 +368,73 @@ def noise_scale_overhead(row: Row, batch: int, accumulate: int = 2, steps: int =
           "step_s_on": on, "overhead": on / off - 1.0}
 
 
+# ------------------------------------------------------------------ prediction --------------
+PREDICT_DEVICES = ("h200", "h100", "tpu-v5p")
+
+
+def predict_time_to_target(rows: List[dict], models, devices=PREDICT_DEVICES, impl="scan",
+                           log=print) -> dict:
+  """PREDICTED accelerator time to target: the measured median steps to target of each default
+  sweep (``models``, every batch where all seeds reached it) times the step time that
+  benchmarks/roofline.py predicts for that row's config (the sweep's size, float32, ``impl``)
+  at the global batch run as ONE step on one device (no accumulation). The roofline is fitted
+  on recorded H200 figures; its held-out predicted/measured ratios come back as
+  ``calibration``."""
+  from benchmarks import roofline  # pylint: disable=import-outside-toplevel
+  meas = {k: roofline.count_step(*k, "gpu") for k in roofline.MEASURED_H200}
+  tau = roofline.calibrate(meas)
+  h200 = roofline.DEVICES["h200"]
+  calib = [{"figure": " ".join(map(str, k)), "measured_ms": ms,
+            "predicted_ms": roofline.predict_s(meas[k], h200, tau) * 1e3,
+            "fitted": k in roofline.FIT_POINTS.values()}
+           for k, ms in roofline.MEASURED_H200.items()]
+  summary = summarise(rows)
+  out = []
+  for model in models:
+    row = ROWS[model]
+    for batch, steps in sorted(summary[model]["steps"].items()):
+      if not math.isfinite(steps):
+        continue
+      n = batch * row.examples_per_update
+      c = row.config()
+      c.data.batch_size = n
+      c.optim.accumulate_steps, c.optim.noise_scale = 1, False
+      host = row.stream(n, np.random.default_rng(0))
+      counts = {}
+      for dname in devices:
+        dev = roofline.DEVICES[dname]
+        key = dev.backend if impl == "pallas" else "any"
+        if key not in counts:
+          counts[key] = roofline.count_step(model, "float32", n, impl, dev.backend, config=c,
+                                            host=host)
+        t = roofline.predict_s(counts[key], dev, roofline.device_tau(dev, tau))
+        out.append({"model": model, "batch": batch, "steps": steps, "device": dname,
+                    "rnn_impl": impl, "step_ms": t * 1e3, "time_to_target_s": steps * t,
+                    "gflop": counts[key]["flops"] / 1e9,
+                    "seq_steps": sum(counts[key]["seq"].values())})
+      log(f"[predict] {model} B={batch}: " + ", ".join(
+          f"{r['device']} {r['step_ms']:.3g} ms" for r in out[-len(devices):]))
+  return {"tau_s": tau, "calibration": calib, "rows": out}
+
+
+def prediction_table(pred: dict, devices=PREDICT_DEVICES) -> str:
+  lines = ["| model | batch | measured steps | " + " | ".join(
+      f"{d} step ms / time to target s" for d in devices) + " |",
+           "|---|---|---|" + "---|" * len(devices)]
+  groups: Dict[tuple, Dict[str, dict]] = {}
+  for r in pred["rows"]:
+    groups.setdefault((r["model"], r["batch"], r["steps"]), {})[r["device"]] = r
+  for (model, batch, steps), by in groups.items():
+    cells = [f"{by[d]['step_ms']:.3g} / {by[d]['time_to_target_s']:.3g}" for d in devices]
+    lines.append(f"| {model} | {batch} | {steps:g} | " + " | ".join(cells) + " |")
+  lines += ["", "| recorded H200 figure | measured ms | predicted ms | predicted/measured |",
+            "|---|---|---|---|"]
+  for c in pred["calibration"]:
+    lines.append(f"| {c['figure']}{' (fitted)' if c['fitted'] else ''} | {c['measured_ms']:.2f}"
+                 f" | {c['predicted_ms']:.2f} | {c['predicted_ms'] / c['measured_ms']:.2f} |")
+  return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ analysis ----------------
 def critical_batch(steps_by_batch: Dict[int, float], saving: float = 0.2) -> Optional[int]:
   """The largest batch B (of those measured) such that going from B/2 to B still saved at least
@@ -447,6 +535,8 @@ def main(argv=None):
   p.add_argument("--accumulate", type=int, default=2,
                  help="micro-batches per update (>= 2 measures the noise scale)")
   p.add_argument("--runner", choices=("inline", "engine"), default="inline")
+  p.add_argument("--engine_args", default="", help="engine runner: more launch/train.py flags, "
+                 "space-separated (e.g. --config.data.data_dir=DIR)")
   p.add_argument("--workdir", default="/tmp/batch_scaling")
   p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
                                                 "batch_scaling.jsonl"))
@@ -459,6 +549,11 @@ def main(argv=None):
   p.add_argument("--lr", type=float, default=0.0, help="override the rows' lr at the reference "
                  "batch (0: the row's)")
   p.add_argument("--momentum", type=float, default=-1.0, help="optim.momentum (sgd, lars)")
+  p.add_argument("--predict", default="", help="models (comma-separated): print the PREDICTED "
+                 "accelerator time to target from --out's measured steps and the roofline "
+                 "(benchmarks/roofline.py), write it to --predict_json; runs nothing else")
+  p.add_argument("--predict_json", default=None)
+  p.add_argument("--predict_impl", default="scan", help="rnn_impl for the prediction")
   p.add_argument("--summarise_only", action="store_true", help="re-plot --out, run nothing")
   p.add_argument("--overhead", action="store_true",
                  help="time the noise-scale wrapper at each --batches for each row, then exit")
@@ -466,6 +561,18 @@ def main(argv=None):
   for name in a.rows.split(","):
     if name not in ROWS:
       sys.exit(f"--rows: unknown row {name!r} (known: {', '.join(ROWS)})")
+  if a.predict:
+    with open(a.out) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    pred = predict_time_to_target(rows, a.predict.split(","), impl=a.predict_impl)
+    pred["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+    print(prediction_table(pred))
+    if a.predict_json:
+      tmp = a.predict_json + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(pred, f, indent=1, default=float)
+      os.replace(tmp, a.predict_json)
+    return
   if a.overhead:
     for name in a.rows.split(","):
       for batch in [int(b) for b in a.batches.split(",")]:
@@ -493,7 +600,7 @@ def main(argv=None):
         if a.runner == "engine":
           runs = ((seed, run_engine(row, batch, seed,
                                     os.path.join(a.workdir, f"{name}_{batch}_{seed}"),
-                                    a.accumulate)) for seed in seeds)
+                                    a.accumulate, a.engine_args.split())) for seed in seeds)
         else:
           runs = run_inline(row, batch, seeds, a.accumulate)
         for seed, res in runs:
@@ -502,8 +609,9 @@ def main(argv=None):
                  "optim": row.optim_name or "config", "lr_ref": row.lr, "commit": commit,
                  **({"momentum": row.momentum} if row.momentum >= 0 else {}),
                  "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
-                 "stream": row.stream_doc, "device": jax.devices()[0].device_kind,
-                 "date": date, **res}
+                 "stream": row.stream_doc if a.runner == "inline" else
+                 f"engine data: {a.engine_args or 'the config default'}",
+                 "device": jax.devices()[0].device_kind, "date": date, **res}
           print(json.dumps(rec), flush=True)
           with open(a.out, "a") as f:
             f.write(json.dumps(rec) + "\n")
