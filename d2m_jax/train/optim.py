@@ -41,11 +41,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-DEFAULTS = dict(
-    name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=None, momentum=0.0, weight_decay=0.0,
-    decay_mask="kernels", clip_norm=0.0, schedule="constant", warmup_steps=0, decay_steps=0,
-    milestones=(), decay_factor=0.1, lr_scaling="none", reference_batch=0, accumulate_steps=1,
-    noise_scale=False, noise_scale_ema=0.95)
+from d2m_jax.train.defaults import OPTIM_DEFAULTS
+
+DEFAULTS = OPTIM_DEFAULTS     # d2m_jax/train/defaults.py: every config.optim starts with them
 
 NAMES = ("adam", "adamw", "lamb", "lars", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "multistep")
@@ -240,7 +238,9 @@ def upgrade_legacy(config):
   c = ml_collections.ConfigDict(config.to_dict())
   o = c.optim
   task = c.get("task", "")
-  old_decomp = task == "d2m_decomposition" and "movement_enc" not in o and "clip_norm" in o
+  # before the schema a config had no "schedule" (every config.optim has it since)
+  old_decomp = (task == "d2m_decomposition" and "movement_enc" not in o and "clip_norm" in o
+                and "schedule" not in o)
   if not any(k in o for k in RENAMED) and not old_decomp:
     return c
   if "learning_rate" in o:
