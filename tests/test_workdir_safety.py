@@ -310,3 +310,20 @@ def test_unknown_key_message_names_path_and_nearest_keys():
   msg = workdir_lib.unknown_key_message(c, "modle.hidden")
   assert "unknown config key config.modle; did you mean config.model?" in msg
   assert workdir_lib.unknown_key_message(c, "model.hidden") is None
+
+
+def test_optimiser_schema_keys_are_overridable_and_old_config_json_resumes():
+  """Every config.optim lists the schema's keys (so --config.optim.accumulate_steps etc. are
+  known); a config.json written before that (the keys absent) resumes while they are at their
+  defaults, and not once one differs."""
+  from configs import style_paper  # pylint: disable=import-outside-toplevel
+  new = style_paper.get_config()
+  for key in ("accumulate_steps", "lr_scaling", "reference_batch", "warmup_steps", "schedule",
+              "noise_scale", "name"):
+    assert workdir_lib.unknown_key_message(new, f"optim.{key}") is None, key
+  saved = workdir_lib.config_as_json(new)
+  saved["optim"] = {"lr": saved["optim"]["lr"]}          # written before the schema's keys
+  workdir_lib.check_resume_config(saved, new)
+  new.optim.accumulate_steps = 2
+  with pytest.raises(ConfigMismatchError, match=r"optim.accumulate_steps: '<absent>' -> 2"):
+    workdir_lib.check_resume_config(saved, new)
