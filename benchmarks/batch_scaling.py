@@ -62,7 +62,7 @@ class Row:
   warmup: int = 0                       # > 0: warmup_linear schedule (decay to 0 at max_updates)
   examples_per_update: int = 1          # windows one update per example of the batch uses (GAN:
                                         # n_critic slices per train step)
-  accumulate: int = 0                   # > 0: overrides --accumulate for this row
+  accumulate: int = 0                   # > 0: this row's default accumulation (else 2)
   noise_scale: bool = True              # measure B_simple (needs accumulate >= 2)
   evaluate: Optional[Callable] = None   # task -> fn(state, held_out) -> metric (default: eval_step)
   fixed_stats: Optional[Callable] = None   # held_out -> dataset stats passed to build_state
@@ -195,7 +195,7 @@ ROWS = {
     "wgan_seq": Row("wgan_seq", _seq_config, _seq_stream, "moment_distance", WGAN_TARGET,
                     "min", lr=WGAN_LR, reference_batch=32, scaling="sqrt", eval_size=512,
                     eval_every=5, max_updates=WGAN_MAX_UPDATES, examples_per_update=8,
-                    accumulate=1, noise_scale=False, evaluate=_seq_evaluate,
+                    accumulate=1, evaluate=_seq_evaluate,
                     fixed_stats=_seq_stats,
                     stream_doc=f"{_SEQ_DIM}-D sinusoids, f in {{1,2}}/window, random phase and "
                                f"amplitude, {_SEQ_FRAMES} frames"),
@@ -265,7 +265,6 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import optim  # pylint: disable=import-outside-toplevel
-  accumulate = row.accumulate or accumulate
   micro = batch // accumulate * row.examples_per_update
   c = row.config()
   c.data.batch_size = micro
@@ -292,7 +291,10 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
     # |G|^2 and tr(Sigma) add over parameter blocks: one B_simple over all networks/modules.
     g2 = sum(v for k, v in m.items() if k.endswith("gns_g2"))
     tr = sum(v for k, v in m.items() if k.endswith("gns_trace"))
-    return state, {"optim/gns_b_simple": tr / g2} if m and not isinstance(g2, int) else {}
+    if not m or isinstance(g2, int):
+      return state, {}
+    per_net = {k: v for k, v in m.items() if k.endswith("/gns_b_simple") and k.count("/") == 2}
+    return state, {"optim/gns_b_simple": tr / g2, **per_net}   # per network: a GAN's g and d
 
   step = jax.jit(step_fn, donate_argnums=0)
   evaluate = jax.jit(row.evaluate(task) if row.evaluate else
@@ -310,6 +312,7 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
       compile_s = time.perf_counter() - t0   # the first seed's: compile + one step
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     updates, value, reached, b_simple = 0, float("nan"), False, float("nan")
+    by_net = {}
     micro_done = 1
     while updates < row.max_updates:
       while micro_done < accumulate:
@@ -324,12 +327,15 @@ def run_inline(row: Row, batch: int, seeds, accumulate: int):
                 f"B_simple={float(m.get('optim/gns_b_simple', float('nan'))):.3g}", flush=True)
         if math.isfinite(float(m.get("optim/gns_b_simple", float("nan")))):
           b_simple = float(m["optim/gns_b_simple"])
+          by_net = {k.split("/")[1]: float(v) for k, v in m.items() if k.count("/") == 2}
         if better(value):
           reached = True
           break
     yield seed, {"reached": reached, "steps": updates,
                  "examples": updates * batch * row.examples_per_update,
-                 "value": value, "b_simple": b_simple, "lr": optim.effective_lr(c),
+                 "value": value, "b_simple": b_simple,
+                 **({"b_simple_by_network": by_net} if len(by_net) > 1 else {}),
+                 "lr": optim.effective_lr(c),
                  "train_wall_s": time.perf_counter() - t_wall,
                  "train_cpu_s": time.process_time() - t_cpu, "compile_s": compile_s}
 
@@ -464,6 +470,8 @@ def variant(r: dict) -> str:
     parts.append(f"momentum {r['momentum']:g}")
   if r.get("warmup"):
     parts.append(f"warmup {r['warmup']}")
+  if default and r.get("accumulate", 0) not in (0, default.accumulate or 2):
+    parts.append(f"accumulate {r['accumulate']}")
   return " ".join(parts)
 
 
@@ -532,8 +540,9 @@ def main(argv=None):
   p.add_argument("--rows", default="style_paper,music_style,d2m_decomposition")
   p.add_argument("--batches", default="32,64,128,256,512,1024")
   p.add_argument("--seeds", default="0,1")
-  p.add_argument("--accumulate", type=int, default=2,
-                 help="micro-batches per update (>= 2 measures the noise scale)")
+  p.add_argument("--accumulate", type=int, default=0,
+                 help="micro-batches per update (>= 2 measures the noise scale); 0: the row's "
+                 "(2; the sequence WGAN 1)")
   p.add_argument("--runner", choices=("inline", "engine"), default="inline")
   p.add_argument("--engine_args", default="", help="engine runner: more launch/train.py flags, "
                  "space-separated (e.g. --config.data.data_dir=DIR)")
@@ -576,7 +585,7 @@ def main(argv=None):
   if a.overhead:
     for name in a.rows.split(","):
       for batch in [int(b) for b in a.batches.split(",")]:
-        print(json.dumps(noise_scale_overhead(ROWS[name], batch, max(a.accumulate, 2))),
+        print(json.dumps(noise_scale_overhead(ROWS[name], batch, max(a.accumulate or 2, 2))),
               flush=True)
     return
   if not a.summarise_only:
@@ -595,16 +604,17 @@ def main(argv=None):
         row = dataclasses.replace(row, lr=a.lr)
       if a.momentum >= 0:
         row = dataclasses.replace(row, momentum=a.momentum)
+      acc = a.accumulate or row.accumulate or 2
       for batch in [int(b) for b in a.batches.split(",")]:
         seeds = [int(s) for s in a.seeds.split(",")]
         if a.runner == "engine":
           runs = ((seed, run_engine(row, batch, seed,
                                     os.path.join(a.workdir, f"{name}_{batch}_{seed}"),
-                                    a.accumulate, a.engine_args.split())) for seed in seeds)
+                                    acc, a.engine_args.split())) for seed in seeds)
         else:
-          runs = run_inline(row, batch, seeds, a.accumulate)
+          runs = run_inline(row, batch, seeds, acc)
         for seed, res in runs:
-          rec = {"model": name, "batch": batch, "seed": seed, "accumulate": row.accumulate or a.accumulate,
+          rec = {"model": name, "batch": batch, "seed": seed, "accumulate": acc,
                  "lr_scaling": row.scaling, "warmup": row.warmup,
                  "optim": row.optim_name or "config", "lr_ref": row.lr, "commit": commit,
                  **({"momentum": row.momentum} if row.momentum >= 0 else {}),

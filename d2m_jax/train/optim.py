@@ -180,12 +180,14 @@ def records_lr(config, network: Optional[str] = None) -> bool:
           or int(o["accumulate_steps"]) > 1 or bool(o["noise_scale"]))
 
 
-def build_optimizer(config, network: Optional[str] = None,
-                    updates_per_step: int = 1) -> optax.GradientTransformation:
+def build_optimizer(config, network: Optional[str] = None, updates_per_step: int = 1,
+                    update_batch: Optional[int] = None) -> optax.GradientTransformation:
   """The optax transform of ``network`` (None: the single network) from ``config.optim``.
 
   ``updates_per_step``: how many times the task updates this network per train step (the WGAN
-  critic: n_critic), so schedule steps count train steps for every network.
+  critic: n_critic), so schedule steps count train steps for every network. ``update_batch``:
+  the examples one update's gradient is taken over (None: ``data.batch_size``; a WGAN's slice
+  of it), the noise scale's B_small.
   """
   o = resolve(config, network)
   lr = make_schedule(config, network, updates_per_step)
@@ -223,7 +225,8 @@ def build_optimizer(config, network: Optional[str] = None,
     tx = optax.MultiSteps(tx, k).gradient_transformation()
   if o["noise_scale"]:
     from d2m_jax.train.noise_scale import noise_scale  # pylint: disable=import-outside-toplevel
-    tx = noise_scale(tx, k, int(config.data.batch_size), float(o["noise_scale_ema"]))
+    tx = noise_scale(tx, k, int(update_batch or config.data.batch_size),
+                     float(o["noise_scale_ema"]))
   return tx
 
 
