@@ -32,10 +32,17 @@ def test_matches_float64_reference():
   real = rng.normal(1.0, 0.5, (40, 12, 3)).cumsum(1) * 0.1 + 2.0
   gen = rng.normal(1.2, 0.7, (30, 12, 3)).cumsum(1) * 0.1 + 1.5
   f_r, f_g = _features_ref(real), _features_ref(gen)
-  np.testing.assert_allclose(np.asarray(mm.sequence_features(real)), f_r, rtol=1e-4, atol=1e-6)
   want = _distance_ref(f_r, f_g)
   assert want > 0.01
-  np.testing.assert_allclose(float(mm.sequence_moment_distance(real, gen)), want, rtol=1e-4)
+  # numpy input: computed in float64
+  np.testing.assert_allclose(mm.feature_matrix(mm.sequence_features(real)), f_r, rtol=1e-12)
+  np.testing.assert_allclose(float(mm.sequence_moment_distance(real, gen)), want, rtol=1e-8)
+  # jax float32 inside jit (the benchmark's path)
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  got = jax.jit(mm.sequence_moment_distance)(jnp.asarray(real, jnp.float32),
+                                              jnp.asarray(gen, jnp.float32))
+  np.testing.assert_allclose(float(got), want, rtol=1e-4)
 
 
 def test_closed_forms():
@@ -43,7 +50,7 @@ def test_closed_forms():
   # constant (std 0)
   T, a, b = 9, 0.5, 0.25
   x = (a + b * np.arange(T, dtype=np.float64))[None, :, None]
-  f = np.asarray(mm.sequence_features(x))[0]
+  f = mm.feature_matrix(mm.sequence_features(x))[0]
   np.testing.assert_allclose(f, [a + b * (T - 1) / 2, b * np.sqrt((T * T - 1) / 12.0), 0.0],
                              atol=1e-6)
   # one feature, real set {1, 3} (m 2, s 1), generated {2, 2} (m 2, s 0): D = 1 / (4 + 1)
