@@ -553,6 +553,8 @@ def main(argv=None):
   p.add_argument("--scaling", default=None, help="override the rows' lr_scaling (none|linear|sqrt)")
   p.add_argument("--warmup", type=int, default=0, help="warmup_linear over this many updates "
                  "(then linear decay to 0 at the row's max_updates); 0: constant lr")
+  p.add_argument("--eval_every", type=int, default=0, help="evaluate the target every this many "
+                 "updates (0: the row's); the step count's resolution")
   p.add_argument("--optim", default="", help="override the rows' optimiser (adam|adamw|lamb|"
                  "lars|sgd; the row's weight decay is kept where the optimiser has one)")
   p.add_argument("--lr", type=float, default=0.0, help="override the rows' lr at the reference "
@@ -604,6 +606,8 @@ def main(argv=None):
         row = dataclasses.replace(row, lr=a.lr)
       if a.momentum >= 0:
         row = dataclasses.replace(row, momentum=a.momentum)
+      if a.eval_every:
+        row = dataclasses.replace(row, eval_every=a.eval_every)
       acc = a.accumulate or row.accumulate or 2
       for batch in [int(b) for b in a.batches.split(",")]:
         seeds = [int(s) for s in a.seeds.split(",")]
@@ -619,6 +623,7 @@ def main(argv=None):
                  "optim": row.optim_name or "config", "lr_ref": row.lr, "commit": commit,
                  **({"momentum": row.momentum} if row.momentum >= 0 else {}),
                  "runner": a.runner, "target": f"{row.metric} {row.mode} {row.threshold}",
+                 "eval_every": row.eval_every,
                  "stream": row.stream_doc if a.runner == "inline" else
                  f"engine data: {a.engine_args or 'the config default'}",
                  "device": jax.devices()[0].device_kind, "date": date, **res}
