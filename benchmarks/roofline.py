@@ -163,12 +163,15 @@ def walk(jaxpr, acc: Counts, fmult: float = 1.0, smult: float = 1.0,
 # ----------------------------------------------------------------------------------------------
 # Counting one train step
 
-def count_step(model: str, dtype: str, batch: int, impl: str, backend: str) -> Dict:
-  """Traces ``model``'s train step at ``batch`` for ``backend`` and counts it."""
+def count_step(model: str, dtype: str, batch: int, impl: str, backend: str, *, config=None,
+               host=None) -> Dict:
+  """Traces ``model``'s train step at ``batch`` for ``backend`` and counts it; ``config`` (a
+  ConfigDict, copied) replaces ``configs/<model>.py`` and ``host`` (a host batch of ``batch``
+  examples) the task's synthetic batch, e.g. for a model at another size."""
   from benchmarks import train_step as ts  # pylint: disable=import-outside-toplevel
   from d2m_jax import target  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
-  cfg = ts.load_config(model)
+  cfg = ts.load_config(model) if config is None else config.copy_and_resolve_references()
   cfg.dtype = dtype
   if "rnn_impl" in cfg.model:
     cfg.model.rnn_impl = impl
@@ -176,7 +179,8 @@ def count_step(model: str, dtype: str, batch: int, impl: str, backend: str) -> D
     cfg.model.conv_impl = "xla"
   cfg.data.batch_size = batch
   task = get_task(cfg)
-  host = task.synthetic_batch(batch, np.random.default_rng(0))
+  if host is None:
+    host = task.synthetic_batch(batch, np.random.default_rng(0))
   stats = ts.synthetic_stats(host)
   from d2m_jax.train import state as train_state  # pylint: disable=import-outside-toplevel
   task.prepare_host(host, stats)

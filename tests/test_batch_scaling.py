@@ -53,3 +53,39 @@ def test_read_time_to_target(tmp_path):
   (tmp_path / "time_to_target.json").write_text(
       json.dumps({"reached": True, "step": 40, "examples": 1280}))
   assert bs.read_time_to_target(str(tmp_path))["examples"] == 1280
+
+
+def test_variants_are_summarised_apart():
+  base = dict(model="style_paper", seed=0, reached=True, b_simple=1.0, optim="config",
+              lr_ref=bs.ROWS["style_paper"].lr, lr_scaling="sqrt", warmup=0)
+  rows = [dict(base, batch=64, steps=20), dict(base, batch=128, steps=10),
+          dict(base, batch=64, steps=40, optim="lamb", lr_ref=0.02, warmup=5),
+          dict(base, batch=128, steps=39, optim="lamb", lr_ref=0.02, warmup=5)]
+  s = bs.summarise(rows)
+  assert set(s) == {"style_paper", "style_paper lamb lr 0.02 warmup 5"}
+  assert s["style_paper"]["critical_batch"] == 128
+  assert s["style_paper lamb lr 0.02 warmup 5"]["steps"] == {64: 40.0, 128: 39.0}
+  assert bs.variant(dict(base, lr_scaling="linear")) == "style_paper linear"
+
+
+def test_engine_runner_flags_and_step_conversion(tmp_path, monkeypatch):
+  seen = {}
+
+  def fake_run(args, **kw):
+    seen["args"] = args
+    wd = next(a.split("=", 1)[1] for a in args if a.startswith("--workdir="))
+    pathlib.Path(wd).mkdir(parents=True)
+    (pathlib.Path(wd) / "time_to_target.json").write_text(
+        json.dumps({"reached": True, "step": 14, "examples": 14 * 128}))
+    return type("P", (), {"returncode": 0})()
+
+  monkeypatch.setattr(bs.subprocess, "run", fake_run)
+  row = bs.dataclasses.replace(bs.ROWS["style_paper"], warmup=5, optim_name="lamb")
+  out = bs.run_engine(row, 256, 1, str(tmp_path / "w"), 2, ["--config.data.data_dir=/x"])
+  args = seen["args"]
+  for flag in ("--config.data.batch_size=128", "--config.optim.accumulate_steps=2",
+               "--config.seed=1", "--config.target.metric=eval_validation/accuracy",
+               "--config.eval_every_steps=2", "--config.optim.warmup_steps=5",
+               "--config.optim.name=lamb", "--config.data.data_dir=/x"):
+    assert flag in args, flag
+  assert out["steps"] == 7 and out["examples"] == 7 * 256 and out["engine_step"] == 14

@@ -204,3 +204,17 @@ def test_evaluate_state_reproduces_the_loops_final_evaluation(tiny_data_cfg, tmp
   assert r.returncode == 0, r.stderr[-2000:]
   cli = json.loads((tmp_path / "ev" / "eval.json").read_text())["evals"]["test"]
   np.testing.assert_allclose(cli["loss"], final["loss"], rtol=1e-6)
+
+
+def test_time_to_target_counts_accumulated_updates(tmp_path):
+  """With optim.accumulate_steps=k a target met at train step s is s // k optimiser updates of
+  k x the step's batch (the record says both)."""
+  clock = type("Clock", (), {"train_wall_s": lambda self: 1.0, "train_cpu_s": lambda self: 1.0,
+                             "compile_s": 0.5, "eval_s": 0.1})()
+  run = type("Run", (), {"global_batch": 16, "clock": clock, "is_main": True,
+                         "workdir": str(tmp_path), "examples": lambda self, s: s * 16})()
+  check = actions.TargetCheck("eval_validation/accuracy", 0.9, "max", accumulate_steps=2)
+  check._write(run, 68, 0.95, reached=True)   # pylint: disable=protected-access
+  rec = json.loads((tmp_path / "time_to_target.json").read_text())
+  assert (rec["step"], rec["optimizer_updates"], rec["global_batch"], rec["step_batch"],
+          rec["examples"]) == (68, 34, 32, 16, 68 * 16)

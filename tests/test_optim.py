@@ -211,3 +211,28 @@ def test_noise_scale_is_in_the_logged_optimizer_metrics():
   assert float(m["optim/gns_g2"]) == pytest.approx(0.0, abs=1e-6)
   assert float(m["optim/lr"]) == pytest.approx(0.1)
   np.testing.assert_allclose(params["w"], [-0.05, -0.05, 0.0], rtol=1e-6)  # sgd on the mean
+
+
+def test_gan_noise_scale_takes_the_per_update_batch(monkeypatch):
+  """A WGAN critic/generator update sees one slice of data.batch_size / n_critic examples (phase
+  1: model.batch_size poses): that is the noise scale's B_small, not data.batch_size (which would
+  make tr(Sigma) and B_simple n_critic times too large)."""
+  from d2m_jax.tasks.wgan_pose import WGANPoseTask, pose_config  # pylint: disable=import-outside-toplevel
+  from d2m_jax.tasks.wgan_seq import WGANSeqTask, seq_config  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import noise_scale as ns  # pylint: disable=import-outside-toplevel
+  seen = []
+  real = ns.noise_scale
+  monkeypatch.setattr(ns, "noise_scale", lambda tx, k, b, ema=0.95: seen.append(b) or
+                      real(tx, k, b, ema))
+  c = seq_config()
+  c.data.batch_size = 64                     # n_critic 8: slices of 8
+  c.optim.accumulate_steps, c.optim.noise_scale = 2, True
+  WGANSeqTask(c)
+  assert seen == [8, 8]                      # generator, critic
+  c.model.slice_batch = False                # every update sees the whole batch
+  WGANSeqTask(c)
+  assert seen[2:] == [64, 64]
+  p = pose_config()
+  p.optim.accumulate_steps, p.optim.noise_scale = 2, True
+  WGANPoseTask(p)
+  assert seen[4:] == [int(p.model.batch_size)] * 2

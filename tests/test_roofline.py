@@ -67,3 +67,19 @@ def test_walk_counts_a_pallas_kernel_per_program_times_its_grid():
   assert c.seq["pallas"] == T and c.seq["loop"] == 0    # the time loop inside the kernel
   assert c.flops == 2 * T * 3 * (2 * 16 * H * H)       # grid 2 x T steps x 3 gate dots
   assert c.seq_flops == c.flops
+
+
+def test_count_step_takes_a_config_and_host_batch():
+  """A config at another size (benchmarks/batch_scaling.py's predictions): the GRU-30 over 30
+  frames is 30 forward + 30 backward loop steps at any batch, and its FLOPs double with it."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import train_step as ts  # pylint: disable=import-outside-toplevel
+  cfg = ts.load_config("style_paper")
+  cfg.model.hidden = 16
+  got = {}
+  for b in (8, 16):
+    host = {"d2m28": np.zeros((b, 40, 28), np.float32), "style": np.zeros((b,), np.int32)}
+    got[b] = roofline.count_step("style_paper", "float32", b, "scan", "gpu", config=cfg, host=host)
+  assert got[8]["seq"]["loop"] == got[16]["seq"]["loop"] == 60
+  assert got[16]["flops"] == pytest.approx(2 * got[8]["flops"], rel=0.05)
+  assert cfg.model.hidden == 16 and cfg.data.batch_size != 16   # the caller's config untouched

@@ -331,3 +331,20 @@ def test_after_hook_runs_while_the_workdir_is_still_locked(tmp_path):
   assert fake_training(cfg, str(tmp_path / "w"), after=after) == "w"
   assert seen == ["w"]
   workdir_lib.WorkdirLock(str(tmp_path / "w")).release()   # and free once the call returned
+
+
+def test_optimiser_schema_keys_are_overridable_and_old_config_json_resumes():
+  """Every config.optim lists the schema's keys (so --config.optim.accumulate_steps etc. are
+  known); a config.json written before that (the keys absent) resumes while they are at their
+  defaults, and not once one differs."""
+  from configs import style_paper  # pylint: disable=import-outside-toplevel
+  new = style_paper.get_config()
+  for key in ("accumulate_steps", "lr_scaling", "reference_batch", "warmup_steps", "schedule",
+              "noise_scale", "name"):
+    assert workdir_lib.unknown_key_message(new, f"optim.{key}") is None, key
+  saved = workdir_lib.config_as_json(new)
+  saved["optim"] = {"lr": saved["optim"]["lr"]}          # written before the schema's keys
+  workdir_lib.check_resume_config(saved, new)
+  new.optim.accumulate_steps = 2
+  with pytest.raises(ConfigMismatchError, match=r"optim.accumulate_steps: '<absent>' -> 2"):
+    workdir_lib.check_resume_config(saved, new)

@@ -131,8 +131,15 @@ class GANTask(Task):
     self.gamma = float(m.get("gamma", 0.0))
     self.dtype = compute_dtype(config)
     self.ema_decay = float(config.model.get("ema_decay", 0.999))
-    self.g_tx = optim.build_optimizer(config, "generator")
-    self.d_tx = optim.build_optimizer(config, "critic", self.n_critic)
+    b = self.update_batch()
+    self.g_tx = optim.build_optimizer(config, "generator", update_batch=b)
+    self.d_tx = optim.build_optimizer(config, "critic", self.n_critic, update_batch=b)
+
+  def update_batch(self) -> int:
+    """Examples one critic or generator update sees (the noise scale's B_small): a slice of
+    ``data.batch_size / n_critic`` (the whole batch with ``model.slice_batch=False``)."""
+    b = int(self.config.data.batch_size)
+    return b // self.n_critic if self.config.model.get("slice_batch", True) else b
 
   # -- hooks ------------------------------------------------------------------------------------
   def init_models(self, rng, pose_dim: int):

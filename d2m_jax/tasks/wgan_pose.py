@@ -49,6 +49,10 @@ def pose_config(latent: int = 50, size: int = 128, nblocks: int = 1) -> ml_colle
 class WGANPoseTask(GANTask):
   name = "wgan_pose"
 
+  def update_batch(self) -> int:
+    """Poses per critic or generator update (``model.batch_size``, drawn from the windows)."""
+    return int(self.config.model.batch_size)
+
   def _gen(self, axis_name=None, pose_dim=69):
     m = self.config.model
     return PoseGenerator(m.size, pose_dim, m.nblocks, m.dropout, m.parity_residual_bug,

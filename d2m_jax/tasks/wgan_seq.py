@@ -77,9 +77,14 @@ class WGANSeqTask(GANTask):
                      m.critic_dropout, self.dtype,
                      resolve_conv_impl(m.get("conv_impl", "auto")))
 
+  def window_frames(self) -> int:
+    """Frames per sequence: the pipeline's 120-frame windows, or ``model.window_frames`` (the
+    critic's last convolution spans the whole window, so the length is fixed at init)."""
+    return int(self.config.model.get("window_frames", 0) or WINDOW_FRAMES)
+
   def init_models(self, rng, P):
     k1, k2 = jax.random.split(rng)
-    T = WINDOW_FRAMES
+    T = self.window_frames()
     labels = jnp.zeros((2,), jnp.int32)
     g_vars = self._gen(None, P).init(k1, jnp.zeros((2, T, self.config.model.noise)), labels,
                                      train=False)
@@ -99,7 +104,7 @@ class WGANSeqTask(GANTask):
     P = g_params["decoder"]["fc_out"]["kernel"].shape[-1]
     if labels is None:
       labels = cond.get("labels")
-    z = jax.random.normal(k_z, (num, WINDOW_FRAMES, self.config.model.noise))
+    z = jax.random.normal(k_z, (num, self.window_frames(), self.config.model.noise))
     return apply_generator(self._gen(axis_name, P), g_params, state.g_batch_stats, (z, labels),
                            k_d, train)
 

@@ -305,10 +305,12 @@ class TargetCheck(Action):
 
   FILE = "time_to_target.json"
 
-  def __init__(self, metric: str, threshold: float, mode: str = "max"):
+  def __init__(self, metric: str, threshold: float, mode: str = "max",
+               accumulate_steps: int = 1):
     if mode not in ("max", "min"):
       raise ValueError(f"config.target.mode={mode!r}: expected 'max' or 'min'")
     self.metric, self.threshold, self.mode = str(metric), float(threshold), mode
+    self.accumulate_steps = max(1, int(accumulate_steps))   # config.optim.accumulate_steps
     self.record: Optional[Dict[str, Any]] = None
 
   def met(self, value: float) -> bool:
@@ -335,7 +337,11 @@ class TargetCheck(Action):
         "mode": self.mode, "value": float(value), "step": int(step),
         "examples": run.examples(step), "train_wall_s": run.clock.train_wall_s(),
         "train_cpu_s": run.clock.train_cpu_s(), "compile_s": run.clock.compile_s,
-        "eval_s": run.clock.eval_s, "global_batch": run.global_batch}
+        "eval_s": run.clock.eval_s,
+        # examples per optimiser update (train step x accumulation), and the updates made
+        "global_batch": run.global_batch * self.accumulate_steps,
+        "step_batch": run.global_batch, "accumulate_steps": self.accumulate_steps,
+        "optimizer_updates": int(step) // self.accumulate_steps}
     if run.is_main:
       logs.atomic_write_json(os.path.join(run.workdir, self.FILE), self.record)
 
@@ -413,7 +419,9 @@ def default_actions(run: Run, handler: PreemptionHandler, device_kind: str
     actions.append(Evaluate(specs))
   target = c.get("target")
   if target and target.get("metric"):
-    actions.append(TargetCheck(target.metric, target.threshold, target.get("mode", "max")))
+    optim_cfg = c.get("optim") or {}
+    actions.append(TargetCheck(target.metric, target.threshold, target.get("mode", "max"),
+                               int(optim_cfg.get("accumulate_steps", 1) or 1)))
   actions.append(Checkpoint(int(c.get("checkpoint_every_steps", 0) or 0), log_metrics))
   profile = tuple(c.get("profile_steps") or (0, 0))
   if profile[1] > 0:

@@ -10,6 +10,22 @@ import ml_collections
 from d2m_jax.train import distributed
 
 
+# The optimiser schema's keys and defaults (d2m_jax/train/optim.py reads them). Every config's
+# ``config.optim`` starts with them, so each can be overridden on the command line
+# (``--config.optim.lr_scaling=sqrt``); ``eps`` (None: the optimiser's own default) is left out
+# (a None field takes no command-line value) and per-network sub-dicts are the configs'.
+OPTIM_DEFAULTS = dict(
+    name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=None, momentum=0.0, weight_decay=0.0,
+    decay_mask="kernels", clip_norm=0.0, schedule="constant", warmup_steps=0, decay_steps=0,
+    milestones=(), decay_factor=0.1, lr_scaling="none", reference_batch=0, accumulate_steps=1,
+    noise_scale=False, noise_scale_ema=0.95)
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  """``config.optim`` with every schema key at its default (except ``eps``)."""
+  return ml_collections.ConfigDict({k: v for k, v in OPTIM_DEFAULTS.items() if v is not None})
+
+
 def data_config() -> ml_collections.ConfigDict:
   """The input pipeline's fields (``config.data``); see ``d2m_jax.data.pipeline``."""
   d = ml_collections.ConfigDict()
@@ -84,5 +100,5 @@ def base_config() -> ml_collections.ConfigDict:
   # Multi-process runs (jax.distributed); 'auto' initializes only under a cluster launch.
   c.distributed = distributed.distributed_config()
   c.model = ml_collections.ConfigDict()
-  c.optim = ml_collections.ConfigDict()
+  c.optim = optim_config()
   return c

@@ -41,11 +41,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-DEFAULTS = dict(
-    name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=None, momentum=0.0, weight_decay=0.0,
-    decay_mask="kernels", clip_norm=0.0, schedule="constant", warmup_steps=0, decay_steps=0,
-    milestones=(), decay_factor=0.1, lr_scaling="none", reference_batch=0, accumulate_steps=1,
-    noise_scale=False, noise_scale_ema=0.95)
+from d2m_jax.train.defaults import OPTIM_DEFAULTS
+
+DEFAULTS = OPTIM_DEFAULTS     # d2m_jax/train/defaults.py: every config.optim starts with them
 
 NAMES = ("adam", "adamw", "lamb", "lars", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "multistep")
@@ -182,12 +180,14 @@ def records_lr(config, network: Optional[str] = None) -> bool:
           or int(o["accumulate_steps"]) > 1 or bool(o["noise_scale"]))
 
 
-def build_optimizer(config, network: Optional[str] = None,
-                    updates_per_step: int = 1) -> optax.GradientTransformation:
+def build_optimizer(config, network: Optional[str] = None, updates_per_step: int = 1,
+                    update_batch: Optional[int] = None) -> optax.GradientTransformation:
   """The optax transform of ``network`` (None: the single network) from ``config.optim``.
 
   ``updates_per_step``: how many times the task updates this network per train step (the WGAN
-  critic: n_critic), so schedule steps count train steps for every network.
+  critic: n_critic), so schedule steps count train steps for every network. ``update_batch``:
+  the examples one update's gradient is taken over (None: ``data.batch_size``; a WGAN's slice
+  of it), the noise scale's B_small.
   """
   o = resolve(config, network)
   lr = make_schedule(config, network, updates_per_step)
@@ -225,7 +225,8 @@ def build_optimizer(config, network: Optional[str] = None,
     tx = optax.MultiSteps(tx, k).gradient_transformation()
   if o["noise_scale"]:
     from d2m_jax.train.noise_scale import noise_scale  # pylint: disable=import-outside-toplevel
-    tx = noise_scale(tx, k, int(config.data.batch_size), float(o["noise_scale_ema"]))
+    tx = noise_scale(tx, k, int(update_batch or config.data.batch_size),
+                     float(o["noise_scale_ema"]))
   return tx
 
 
@@ -240,7 +241,9 @@ def upgrade_legacy(config):
   c = ml_collections.ConfigDict(config.to_dict())
   o = c.optim
   task = c.get("task", "")
-  old_decomp = task == "d2m_decomposition" and "movement_enc" not in o and "clip_norm" in o
+  # before the schema a config had no "schedule" (every config.optim has it since)
+  old_decomp = (task == "d2m_decomposition" and "movement_enc" not in o and "clip_norm" in o
+                and "schedule" not in o)
   if not any(k in o for k in RENAMED) and not old_decomp:
     return c
   if "learning_rate" in o:

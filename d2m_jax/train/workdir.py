@@ -238,6 +238,15 @@ def allowed_changes(config) -> List[str]:
   return list(ALWAYS_ALLOWED) + extra
 
 
+def _schema_default(key: str, value) -> bool:
+  """Whether ``key`` is a top-level ``optim.<schema key>`` at its default value."""
+  from d2m_jax.train.defaults import OPTIM_DEFAULTS  # pylint: disable=import-outside-toplevel
+  parts = key.split(".")
+  if len(parts) != 2 or parts[0] != "optim" or parts[1] not in OPTIM_DEFAULTS:
+    return False
+  return json.loads(json.dumps(OPTIM_DEFAULTS[parts[1]])) == value
+
+
 def check_resume_config(saved: Dict[str, Any], new: ml_collections.ConfigDict, *,
                         allow: Optional[Iterable[str]] = None, path: str = "config.json"):
   """Raises :class:`ConfigMismatchError` naming every field (outside ``allow``) whose value in
@@ -249,6 +258,8 @@ def check_resume_config(saved: Dict[str, Any], new: ml_collections.ConfigDict, *
     if _allowed(key, allow):
       continue
     va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+    if va == "<absent>" and _schema_default(key, vb):
+      continue      # written before config.optim listed the optimiser schema's defaults
     if va != vb:
       diffs.append(f"{key}: {va!r} -> {vb!r}")
   if diffs:
