@@ -119,3 +119,32 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
 
 
 gru_layer_seq_grad.defvjp(_fwd, _bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def input_projection(x: Array, w_ih: Array, dtype) -> Array:
+  """The hoisted input projection ``x (B, T, D) @ w_ih (D, G)`` -> time-major (T, B, G) float32,
+  whose gradient w.r.t. ``x`` multiplies by a materialised ``w_ih^T`` (a row-major GEMM; autodiff
+  of the einsum takes the transposed operand, slow on XLA:CPU). Same maths as
+  ``rnn.mixed_dot(x, w_ih, dtype, "btd,dg->tbg")``."""
+  return _project(x, w_ih, dtype)
+
+
+def _project(x, w_ih, dtype):
+  return jnp.einsum("btd,dg->tbg", x.astype(dtype), w_ih.astype(dtype)).astype(jnp.float32)
+
+
+def _proj_fwd(x, w_ih, dtype):
+  return _project(x, w_ih, dtype), (x, w_ih)
+
+
+def _proj_bwd(dtype, res, g):
+  x, w_ih = res
+  w_t = jnp.transpose(w_ih.astype(dtype))
+  gd = g.astype(dtype)
+  dx = jnp.einsum("tbg,gd->btd", gd, w_t).astype(jnp.float32)
+  dw = jnp.einsum("btd,tbg->dg", x.astype(dtype), gd).astype(jnp.float32)
+  return dx.astype(x.dtype), dw.astype(w_ih.dtype)
+
+
+input_projection.defvjp(_proj_fwd, _proj_bwd)
