@@ -47,7 +47,7 @@ Implementations (``impl`` on :class:`GRU` / :class:`LSTM`, ``model.rnn_impl`` in
 Gradient of a ``scan``/``unrolled`` GRU (``seq_grad`` of :func:`recurrent_scan`,
 :func:`use_seq_grad`): on CPU by default the written-out backward of
 :mod:`d2m_jax.nn.gru_seq_grad` (one reverse scan; ``dW_hh`` as one GEMM after it instead of a
-per-step accumulation; measured 4-14% fewer CPU-seconds per training step on XLA:CPU,
+per-step accumulation; measured 1-14% fewer CPU-seconds per training step on XLA:CPU,
 docs/performance.md); elsewhere autodiff of the scan. Same maths, float32 rounding apart.
 """
 from __future__ import annotations
