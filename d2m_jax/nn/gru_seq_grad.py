@@ -11,10 +11,10 @@ a GRU (the same scan, the same cell arithmetic), with a hand-written ``jax.custo
 
 Autodiff of the scan instead accumulates ``dW_hh`` inside the loop: T small (H, B) x (B, 3H)
 GEMMs plus T read-modify-writes of the whole (H, 3H) accumulator, next to the per-step
-``dh`` GEMM against a transposed operand. On XLA:CPU this is where the GRU training steps lost
-to PyTorch (docs/performance.md, "CPU training against the PyTorch peer"). The maths is the same; only
-the order of the float32 sums in ``dW_hh``/``db_hh`` differs (tested against autodiff and a
-float64 reference in ``tests/test_gru_seq_grad.py``).
+``dh`` GEMM against a transposed operand. On XLA:CPU that cost the GRU training steps time
+against PyTorch (docs/performance.md, "CPU training against the PyTorch peer"). The maths is the
+same; only the order of the float32 sums in ``dW_hh``/``db_hh`` differs (tested against autodiff
+and a float64 reference in ``tests/test_gru_seq_grad.py``).
 
 Derivatives (gate order r, z, n as PyTorch; ``a_*`` pre-activations, ``hn = W_hn h + b_hn``)::
 
