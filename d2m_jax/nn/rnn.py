@@ -43,6 +43,12 @@ Implementations (``impl`` on :class:`GRU` / :class:`LSTM`, ``model.rnn_impl`` in
   faster on a GPU yet;
 * ``auto`` (default): ``unrolled`` on GPU (measured faster, above), ``scan`` on CPU (unrolling
   only lengthens the compile there) and on TPU (not measured).
+
+Gradient of a ``scan``/``unrolled`` GRU (``seq_grad`` of :func:`recurrent_scan`,
+:func:`use_seq_grad`): on CPU by default the written-out backward of
+:mod:`d2m_jax.nn.gru_seq_grad` (one reverse scan; ``dW_hh`` as one GEMM after it instead of a
+per-step accumulation; measured 1-14% fewer CPU-seconds per training step on XLA:CPU,
+docs/performance.md); elsewhere autodiff of the scan. Same maths, float32 rounding apart.
 """
 from __future__ import annotations
 
@@ -57,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from d2m_jax import target
+from d2m_jax.nn import gru_seq_grad
 from d2m_jax.nn import rnn_pallas
 from d2m_jax.nn.init import uniform_init
 
@@ -105,6 +112,18 @@ def resolve_impl(impl: str, kind: str = "gru", hidden: int = 0,
     _notice_once("rnn_impl='pallas' on CPU runs the GRU kernel in Pallas interpret mode (slow; "
                  "meant for tests)")
   return "pallas"
+
+
+def use_seq_grad(choice: str = "auto", backend: Optional[str] = None) -> bool:
+  """Whether a ``scan``/``unrolled`` GRU takes its gradient from
+  :mod:`d2m_jax.nn.gru_seq_grad` (written-out backward, weight gradients as one GEMM after the
+  reverse scan) instead of autodiff of the scan: ``auto`` -> on CPU (measured faster there,
+  docs/performance.md); ``on`` / ``off`` force it. Same maths, float32 rounding apart."""
+  if choice not in ("auto", "on", "off"):
+    raise ValueError(f"unknown GRU gradient choice {choice!r}; expected auto, on or off")
+  if choice == "auto":
+    return (backend or target.backend()) == "cpu"
+  return choice == "on"
 
 
 def scan_unroll(impl: str, length: int, unroll: int = 0) -> int:
@@ -156,7 +175,8 @@ def _lstm_cell(hproj_fn, xp, carry):
 
 def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
                    reverse: bool = False, unroll: int = 0, dtype=jnp.float32,
-                   length: Optional[int] = None, impl: str = "scan"):
+                   length: Optional[int] = None, impl: str = "scan",
+                   seq_grad: str = "auto"):
   """Runs one recurrent layer/direction over time.
 
   Args:
@@ -168,6 +188,8 @@ def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
     reverse: run from the last step to the first (outputs stay in input time order).
     unroll: ``lax.scan``'s unroll; 0 = the default of ``impl`` (:func:`scan_unroll`).
     impl: one of :data:`RNN_IMPLS`, resolved by :func:`resolve_impl`.
+    seq_grad: GRU only, ``scan``/``unrolled``: the written-out backward of
+      :mod:`d2m_jax.nn.gru_seq_grad` (``auto``: on CPU; :func:`use_seq_grad`).
   Returns:
     (outputs (T, B, H) float32, final carry).
   """
@@ -177,6 +199,9 @@ def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
                                        length=length)
   steps = length if length is not None else xproj.shape[0]
   unroll = scan_unroll(impl, steps, unroll)
+  if kind == "gru" and use_seq_grad(seq_grad):
+    return gru_seq_grad.gru_layer_seq_grad(xproj, carry0, w_hh, b_hh, reverse, unroll, dtype,
+                                           length)
   w = w_hh
   b = b_hh.astype(jnp.float32)
 
@@ -280,7 +305,11 @@ class _RNNBase(nn.Module):
                                      impl=self.impl)
         else:
           # One matmul for every time step, then time-major for the scan.
-          xp = mixed_dot(layer_in, wi, self.dtype, "btd,dg->tbg") + b_ih
+          if self.kind == "gru" and use_seq_grad() and resolve_impl(self.impl, "gru",
+                                                                    self.hidden) != "pallas":
+            xp = gru_seq_grad.input_projection(layer_in, wi, self.dtype) + b_ih
+          else:
+            xp = mixed_dot(layer_in, wi, self.dtype, "btd,dg->tbg") + b_ih
           ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
                                      unroll=self.unroll, dtype=self.dtype, impl=self.impl)
         outs.append(ys)
