@@ -220,8 +220,14 @@ def _level(case):
 
 
 @pytest.mark.parametrize("case,level", [(c, _level(c)) for c in CASES])
-def test_config_contract(case, level, tmp_path):
+def test_config_contract(case, level, tmp_path, monkeypatch):
+  from d2m_jax.nn import rnn  # pylint: disable=import-outside-toplevel
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
+  if case.split(":")[0] in GOLDEN_FILES:
+    # the goldens hold autodiff GRU gradients; the CPU default's written-out backward (same
+    # maths, float32 sums in another order: tests/test_gru_seq_grad.py) moves a critic's w_dist
+    # by ~3e-4 relative after two Adam steps
+    monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", "off")
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   base = case.split(":")[0]

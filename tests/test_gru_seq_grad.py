@@ -118,6 +118,18 @@ def test_use_seq_grad_per_backend():
     rnn.use_seq_grad("fast")
 
 
+def test_process_default_overrides_auto_only(monkeypatch):
+  """``$D2M_GRU_GRAD`` (``rnn.SEQ_GRAD_DEFAULT``) decides what ``auto`` means; an explicit
+  choice still wins; a bad value is a clear error naming the variable."""
+  monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", "off")
+  assert not rnn.use_seq_grad("auto", "cpu") and rnn.use_seq_grad("on", "cpu")
+  monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", "on")
+  assert rnn.use_seq_grad("auto", "gpu") and not rnn.use_seq_grad("off", "gpu")
+  monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", "fast")
+  with pytest.raises(ValueError, match="D2M_GRU_GRAD"):
+    rnn.use_seq_grad("auto", "cpu")
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_input_projection_equals_the_einsum_and_its_autodiff(dtype):
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4))

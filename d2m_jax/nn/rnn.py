@@ -55,6 +55,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -114,13 +115,23 @@ def resolve_impl(impl: str, kind: str = "gru", hidden: int = 0,
   return "pallas"
 
 
+# What ``auto`` means for the GRU gradient in this process: ``$D2M_GRU_GRAD`` (auto | on | off),
+# read at import. ``off`` gives autodiff gradients everywhere, bit for bit those recorded in the
+# golden files (tests/test_config_contract.py sets it), for comparisons across versions.
+SEQ_GRAD_DEFAULT = os.environ.get("D2M_GRU_GRAD", "auto")
+
+
 def use_seq_grad(choice: str = "auto", backend: Optional[str] = None) -> bool:
   """Whether a ``scan``/``unrolled`` GRU takes its gradient from
   :mod:`d2m_jax.nn.gru_seq_grad` (written-out backward, weight gradients as one GEMM after the
-  reverse scan) instead of autodiff of the scan: ``auto`` -> on CPU (measured faster there,
-  docs/performance.md); ``on`` / ``off`` force it. Same maths, float32 rounding apart."""
+  reverse scan) instead of autodiff of the scan: ``auto`` -> :data:`SEQ_GRAD_DEFAULT`, whose own
+  ``auto`` is on CPU only (measured faster there, docs/performance.md); ``on`` / ``off`` force
+  it. Same maths, float32 rounding apart."""
+  if choice == "auto":
+    choice = SEQ_GRAD_DEFAULT
   if choice not in ("auto", "on", "off"):
-    raise ValueError(f"unknown GRU gradient choice {choice!r}; expected auto, on or off")
+    raise ValueError(f"unknown GRU gradient choice {choice!r} (argument or $D2M_GRU_GRAD); "
+                     "expected auto, on or off")
   if choice == "auto":
     return (backend or target.backend()) == "cpu"
   return choice == "on"
