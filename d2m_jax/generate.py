@@ -173,7 +173,9 @@ def music_from_wave(wave: np.ndarray, sr: int, fps: float, feature_names: Sequen
 
 def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> Music:
   """The Music of a processed sequence (``ingest.process_sequence``): its stored features and
-  beats, no recomputation (evaluation on preprocessed test sequences)."""
+  beats, no recomputation (evaluation on preprocessed test sequences). ``waveform16k`` is needed
+  only when ``feature_names`` asks for it: a sequence stored without it (the portable export
+  of a model that reads only its features, e.g. Dancing2Music's d2m28) gives an empty ``wave``."""
   num_frames = int(np.asarray(seq["pose"]).shape[0])
   feats: Dict[str, np.ndarray] = {}
   for n in feature_names:
@@ -181,7 +183,8 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
       raise ValueError(f"processed sequence {seq.get('name')!r} has no feature {n!r}")
     x = np.asarray(seq[n])
     feats[n] = x.astype(np.float32) / 32767.0 if n == WAVE16K else x.astype(np.float32)
-  wave = np.asarray(seq[WAVE16K], np.float32) / 32767.0
+  wave = (np.asarray(seq[WAVE16K], np.float32) / 32767.0 if WAVE16K in seq
+          else np.zeros((0,), np.float32))
   return Music(path=str(seq.get("name", "<processed>")), wave=wave, sr=16000,
                fps=float(seq["fps"]), num_frames=num_frames, feats=feats,
                beats=np.asarray(seq["beats"], np.int64), tempo_bpm=float(seq["tempo"]))

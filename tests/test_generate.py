@@ -147,3 +147,18 @@ def test_folder_generates_every_song_in_one_restore(tmp_path, fast_beats, monkey
   assert list(r["failed"]) == [str(music / "sub" / "broken.mp3")]
   assert r["songs_per_second"] == pytest.approx(3 / r["seconds"])
   assert sorted(songs) == sorted(s["music"] for s in r["songs"])
+
+
+def test_music_from_processed_needs_the_waveform_only_when_asked():
+  """A processed sequence without ``waveform16k`` (a model that reads only d2m28) still gives
+  its stored features and beats; asking for the waveform it lacks names the sequence."""
+  T = 50
+  d2m = np.random.default_rng(0).normal(size=(T, 28)).astype(np.float32)
+  seq = dict(name="W_1", pose=np.zeros((T, 23, 3), np.float32), fps=25.0, tempo=91.0,
+             beats=np.array([3, 20, 37]), d2m28=d2m)
+  music = generate.music_from_processed(seq, ["d2m28"])
+  np.testing.assert_array_equal(music.feats["d2m28"], d2m)
+  np.testing.assert_array_equal(music.beats, [3, 20, 37])
+  assert music.num_frames == T and music.wave.shape == (0,) and music.tempo_bpm == 91.0
+  with pytest.raises(ValueError, match="'W_1' has no feature 'waveform16k'"):
+    generate.music_from_processed(seq, ["d2m28", "waveform16k"])
