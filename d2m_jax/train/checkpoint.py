@@ -279,13 +279,19 @@ class Checkpointer:
     if jax.process_count() > 1:  # every process prunes alike (orbax's delete is collective)
       from d2m_jax.train import distributed  # pylint: disable=import-outside-toplevel
       distributed.sync(f"checksums_{step}")
+      self._verify(step)
+    if step in self._verified:
+      self._prune()
+
+  def _verify(self, step: int) -> bool:
+    """Whether checkpoint ``step`` verifies against its checksums (remembered once it does)."""
+    if step not in self._verified:
       try:
         if checksum_problem(self.step_dir(step)) is None:
           self._verified.add(step)
       except FileNotFoundError:
         pass
-    if step in self._verified:
-      self._prune()
+    return step in self._verified
 
   def _prune(self):
     """Deletes checkpoints older than the newest ``keep`` that verify (never an older one
@@ -297,13 +303,7 @@ class Checkpointer:
     for s in steps:
       if len(good) >= self.keep:
         break
-      if s not in self._verified:
-        try:
-          if checksum_problem(self.step_dir(s)) is None:
-            self._verified.add(s)
-        except FileNotFoundError:
-          pass
-      if s in self._verified:
+      if self._verify(s):
         good.append(s)
     if len(good) < self.keep:
       return
