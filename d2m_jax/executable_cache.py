@@ -20,6 +20,7 @@ cache it holds code: keep it in a folder only you can write to.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,6 @@ import jax
 
 _DIR: Optional[str] = None
 _MEMO: Dict[str, Any] = {}          # key -> loaded executable, for several calls in one process
-_SOURCE_HASH: Optional[str] = None
 _CACHE_HITS = [0]                    # JAX persistent-cache hits seen by this process
 _LISTENING = [False]
 
@@ -62,30 +62,35 @@ def _on_event(event: str, **kwargs) -> None:
     _CACHE_HITS[0] += 1
 
 
+@functools.lru_cache(maxsize=None)
 def source_hash() -> str:
   """sha256 over the path and bytes of every ``.py`` file of the ``d2m_jax`` package."""
-  global _SOURCE_HASH
-  if _SOURCE_HASH is None:
-    root = pathlib.Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-      h.update(str(f.relative_to(root)).encode())
-      h.update(f.read_bytes())
-    _SOURCE_HASH = h.hexdigest()
-  return _SOURCE_HASH
+  root = pathlib.Path(__file__).resolve().parent
+  h = hashlib.sha256()
+  for f in sorted(root.rglob("*.py")):
+    h.update(str(f.relative_to(root)).encode())
+    h.update(f.read_bytes())
+  return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _environment() -> tuple:
+  """What decides a program and stays fixed for the process: versions, flags, device, source."""
+  dev = jax.devices()[0]
+  return tuple(sorted(dict(
+      jax=jax.__version__, jaxlib=jax.lib.__version__, flax=_version("flax"),
+      xla_flags=os.environ.get("XLA_FLAGS", ""), platform=dev.platform,
+      device_kind=getattr(dev, "device_kind", ""), devices=jax.device_count(),
+      source=source_hash()).items()))
 
 
 def cache_key(name: str, key: str, args: tuple) -> str:
   """The entry's name: a hash of what decides the traced program (see the module docstring)."""
   leaves, tree = jax.tree.flatten(args)
-  dev = jax.devices()[0]
   parts = dict(name=name, key=key, tree=str(tree),
                avals=[(tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x).__name__)))
                       for x in leaves],
-               jax=jax.__version__, jaxlib=jax.lib.__version__, flax=_version("flax"),
-               xla_flags=os.environ.get("XLA_FLAGS", ""), platform=dev.platform,
-               device_kind=getattr(dev, "device_kind", ""), devices=jax.device_count(),
-               source=source_hash())
+               environment=_environment())
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
 
