@@ -33,29 +33,19 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from d2m_jax.nn.cells import gru_gates, mixed_dot
+
 Array = jax.Array
 
 
-def _dot(x: Array, w: Array, dtype) -> Array:
-  """Matmul in the compute ``dtype`` with a float32 result (as ``rnn.mixed_dot``)."""
-  return jnp.dot(x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
-
-
 def _forward(xproj, h0, w, b, reverse, unroll, dtype, length, keep):
-  """The scan. ``keep``: also return the per-step (r, z, n, hn) for the backward."""
-  H = h0.shape[-1]
+  """The scan. ``keep``: also return the per-step (h, r, z, n, hn) for the backward."""
   wc = w.astype(dtype)
   bf = b.astype(jnp.float32)
 
   def step(h, xp):
-    hp = _dot(h, wc, dtype) + bf
-    xp = xp.astype(jnp.float32)
-    r = jax.nn.sigmoid(xp[:, :H] + hp[:, :H])
-    z = jax.nn.sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
-    hn = hp[:, 2 * H:]
-    n = jnp.tanh(xp[:, 2 * H:] + r * hn)
-    h_new = (1.0 - z) * n + z * h
-    return h_new, ((h_new, r, z, n, hn) if keep else h_new)
+    out = gru_gates(xp, mixed_dot(h, wc, dtype) + bf, h)
+    return out[0], (out if keep else out[0])
 
   if length is not None:  # constant input: the same projection at every step
     const = xproj
@@ -101,7 +91,7 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
     da_z = dz * z_ * (1.0 - z_)
     dg_h = jnp.concatenate([da_r, da_z, da_n * r_], axis=-1)
     dg_x = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-    dh_prev = dh * z_ + _dot(dg_h, w_t, dtype)
+    dh_prev = dh * z_ + mixed_dot(dg_h, w_t, dtype)
     return dh_prev, (dg_x, dg_h)
 
   dh0, (dg_x, dg_h) = jax.lax.scan(step, d_ht.astype(jnp.float32),
@@ -126,7 +116,7 @@ def input_projection(x: Array, w_ih: Array, dtype) -> Array:
   """The hoisted input projection ``x (B, T, D) @ w_ih (D, G)`` -> time-major (T, B, G) float32,
   whose gradient w.r.t. ``x`` multiplies by a materialised ``w_ih^T`` (a row-major GEMM; autodiff
   of the einsum takes the transposed operand, slow on XLA:CPU). Same maths as
-  ``rnn.mixed_dot(x, w_ih, dtype, "btd,dg->tbg")``."""
+  ``mixed_dot(x, w_ih, dtype, "btd,dg->tbg")``."""
   return _project(x, w_ih, dtype)
 
 

@@ -65,6 +65,7 @@ import numpy as np
 
 from d2m_jax import target
 from d2m_jax.nn import gru_seq_grad
+from d2m_jax.nn.cells import gru_gates, mixed_dot  # noqa: F401  (mixed_dot: public here)
 from d2m_jax.nn import rnn_pallas
 from d2m_jax.nn.init import uniform_init
 
@@ -148,27 +149,9 @@ def scan_unroll(impl: str, length: int, unroll: int = 0) -> int:
   return 1
 
 
-def mixed_dot(x: Array, w: Array, dtype, spec: Optional[str] = None) -> Array:
-  """Matmul in the compute ``dtype`` with a float32 result.
-
-  (``preferred_element_type=float32`` on bfloat16 operands is not supported by XLA's CPU
-  backend, so the product is taken in ``dtype`` and cast; GPUs and TPUs accumulate bf16
-  products in float32 internally either way.)
-  """
-  x, w = x.astype(dtype), w.astype(dtype)
-  y = jnp.dot(x, w) if spec is None else jnp.einsum(spec, x, w)
-  return y.astype(jnp.float32)
-
-
 def _gru_cell(hproj_fn, xp, h):
   """One GRU step given the hoisted input projection ``xp`` (B, 3H) and state ``h`` (B, H)."""
-  H = h.shape[-1]
-  hp = hproj_fn(h)
-  xp = xp.astype(jnp.float32)
-  r = jax.nn.sigmoid(xp[:, :H] + hp[:, :H])
-  z = jax.nn.sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
-  n = jnp.tanh(xp[:, 2 * H:] + r * hp[:, 2 * H:])
-  return (1.0 - z) * n + z * h
+  return gru_gates(xp, hproj_fn(h), h)[0]
 
 
 def _lstm_cell(hproj_fn, xp, carry):
