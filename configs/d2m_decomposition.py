@@ -37,6 +37,7 @@ def model_config(pose_size: int = 69):
   m.unit_length = 32
   m.rnn_impl = "auto"         # GRU/LSTM: auto | scan | unrolled | pallas (d2m_jax/nn/rnn.py)
   m.units_per_example = 3      # 3: every unit of each 3-unit example; 1: one random unit
+  m.beat_phase_input = False   # not in the paper: the unit decoder also reads the beat phase
   m.jitter = "auto"            # auto (yaw for 3D, translate for 2D) | translate | yaw | none
   m.jitter_x = 50.0            # translate: +-px
   m.jitter_y = 20.0

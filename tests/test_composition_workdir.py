@@ -90,3 +90,20 @@ def test_composition_workdir_generates_after_copy_from_another_directory(tmp_pat
   out = task2.generate(state, feats, np.arange(5, n, 12), n, jax.random.PRNGKey(0), 1)
   assert out.shape == (1, n, 23, 3) and np.isfinite(out).all()
   assert os.listdir(other) == []                      # nothing written where it ran
+
+
+def test_composition_builds_the_stage1_decoder_with_its_beat_phase_input(tmp_path):
+  """``model.beat_phase_input`` is a stage-1 architecture field: the composition copies it
+  from the decomposition workdir's config.json (no restore is needed to build the task)."""
+  path = str(tmp_path / "dec")
+  os.makedirs(path)
+  cfg = _tiny(decomp_config())
+  cfg.model.beat_phase_input = True
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(workdir_lib.config_as_json(cfg), f)
+  comp = _tiny(comp_config())
+  comp.model.decomp_workdir = path
+  task = get_task(comp)
+  assert task.m.beat_phase_input is True
+  assert task.nets["stdp_dec"].beat_phase is True
+  assert task.stage1["stdp_dec"].beat_phase is True

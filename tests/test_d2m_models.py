@@ -135,3 +135,39 @@ def test_module_optimizers_step_only_named_modules():
   np.testing.assert_array_equal(new["b"], params["b"])
   assert st2["b"] is st["b"]
   np.testing.assert_allclose(new["a"], 1 - 0.1, rtol=1e-4)  # Adam first step = lr * sign
+
+
+def test_beat_phase_features_hand_computed():
+  """sin/cos of 2 pi (t - 3) / (8 p) for p = 4, 2, 1, 1/2 beats: zero phase on every beat frame
+  of a beat-normalised unit (3, 11, 19, 27) for the 1-beat period, quarter phase two frames on."""
+  from d2m_jax.models.d2m_decomp import beat_phase_features
+  f = beat_phase_features(32)
+  assert f.shape == (32, 8) and f.dtype == np.float32
+  for t in (3, 11, 19, 27):          # the 1-beat and 1/2-beat clocks restart on each beat
+    np.testing.assert_allclose(f[t, 4:], [0, 1, 0, 1], atol=1e-6)
+  np.testing.assert_allclose(f[5, 4:6], [1, 0], atol=1e-6)        # 2 of 8 frames: pi/2
+  np.testing.assert_allclose(f[3, :4], [0, 1, 0, 1], atol=1e-6)   # 4- and 2-beat clocks at 0
+  np.testing.assert_allclose(f[19, :2], [0, -1], atol=1e-6)       # 16 of 32 frames: pi
+  np.testing.assert_allclose(f[0, 0], np.sin(-2 * np.pi * 3 / 32), rtol=1e-6)
+
+
+def test_stdp_dec_beat_phase_moves_with_the_clock():
+  """With ``beat_phase=True`` the decoder's output depends on the frame's phase even for
+  z = 0 and zero recurrent weights (so only the clock can vary it); the parameter count grows
+  by exactly 8 input rows x 3H."""
+  from d2m_jax.models.d2m_decomp import StandardPoseDec
+  P, T, H = 6, 32, 8
+  plain = StandardPoseDec(P, T, H)
+  clocked = StandardPoseDec(P, T, H, beat_phase=True)
+  zi, zm = jnp.zeros((1, 10)), jnp.zeros((1, 4))
+  p0 = plain.init(jax.random.key(0), zi, zm)
+  p1 = clocked.init(jax.random.key(0), zi, zm)
+  n0 = sum(x.size for x in jax.tree.leaves(p0))
+  n1 = sum(x.size for x in jax.tree.leaves(p1))
+  assert n1 - n0 == 8 * 3 * H
+  p1 = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if "w_hh" in jax.tree_util.keystr(path) else x, p1)
+  out = np.asarray(clocked.apply(p1, zi, zm))[0]
+  assert np.abs(np.diff(out, axis=0)).mean() > 1e-3
+  # frames one full beat apart see the same fast clocks but different 4- and 2-beat phases
+  assert not np.allclose(out[3], out[11])

@@ -44,6 +44,35 @@ def test_gru_constant_input_equals_repeated_input():
   np.testing.assert_allclose(ha, hb, atol=1e-6)
 
 
+def test_gru_step_input_equals_concatenated_input():
+  """constant z plus a shared per-step clock == the GRU on concat(z, clock[t]) at every step
+  (the beat-phase decoder's input), outputs and gradients."""
+  B, T, D, D2, H = 2, 5, 4, 3, 6
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(B, D)).astype(np.float32)
+  clock = rng.normal(size=(T, D2)).astype(np.float32)
+  full = np.concatenate([np.repeat(z[:, None], T, 1), np.repeat(clock[None], B, 0)], -1)
+  m = GRU(hidden=H, num_layers=2)
+  params = m.init(jax.random.key(0), full)
+
+  def loss_full(p):
+    out, hn = m.apply(p, full)
+    return jnp.sum(jnp.sin(out)) + jnp.sum(hn ** 2), out
+
+  def loss_step(p):
+    out, hn = m.apply(p, z, constant_input=True, length=T, step_input=clock)
+    return jnp.sum(jnp.sin(out)) + jnp.sum(hn ** 2), out
+
+  (la, a), ga = jax.value_and_grad(loss_full, has_aux=True)(params)
+  (lb, b), gb = jax.value_and_grad(loss_step, has_aux=True)(params)
+  np.testing.assert_allclose(a, b, atol=1e-6)
+  np.testing.assert_allclose(la, lb, rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="step_input needs constant_input"):
+    m.apply(params, full, step_input=clock)
+
+
 @pytest.mark.parametrize("layers,bidir", [(2, False), (2, True)])
 def test_lstm_matches_numpy(layers, bidir):
   B, T, D, H = 2, 6, 4, 5

@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from d2m_jax.models.d2m_layers import DenseNormAct, GaussianHead, learned_h0
 from d2m_jax.nn import GRU, TorchDense
@@ -71,24 +72,50 @@ class MovementEnc(nn.Module):
     return GaussianHead(self.z_mov, dtype=self.dtype, name="head")(feat)
 
 
+UNIT_BEAT_OFFSET = 3       # first beat frame of a beat-normalised unit (d2m_jax/data/examples.py)
+BEAT_SPACING = 8           # frames per beat in a beat-normalised unit
+PHASE_PERIODS_BEATS = (4.0, 2.0, 1.0, 0.5)
+
+
+def beat_phase_features(length: int) -> np.ndarray:
+  """(length, 2 * len(PHASE_PERIODS_BEATS)) float32: sin, cos of 2 pi (t - 3) / (8 p) for each
+  period p (beats) of :data:`PHASE_PERIODS_BEATS`; zero phase on the unit's beats."""
+  t = np.arange(length, dtype=np.float64) - UNIT_BEAT_OFFSET
+  cols = []
+  for p in PHASE_PERIODS_BEATS:
+    a = 2.0 * np.pi * t / (BEAT_SPACING * p)
+    cols += [np.sin(a), np.cos(a)]
+  return np.stack(cols, axis=-1).astype(np.float32)
+
+
 class StandardPoseDec(nn.Module):
   """(z_init (B, zi), z_mov (B, zm)) -> a standardised dance unit (B, length, P).
 
   h0 = Linear(cat(z_init, z_mov)); the GRU's input is z_mov at every step, so it is projected
   once (``constant_input=True``) instead of ``length`` times; per step
   Linear(H, H)-LayerNorm-ReLU-Linear(H, P).
+
+  ``beat_phase`` (not in the paper; ``model.beat_phase_input``, default False): the GRU's input
+  at frame t is z_mov followed by :func:`beat_phase_features` (sin and cos of the beat phase at
+  periods of 4, 2, 1 and 1/2 beats). Units are beat-normalised (beats on frames 3, 11, 19, 27),
+  so this is a clock locked to the music; without it the GRU, fed a constant input, must learn
+  to oscillate from its own dynamics, which it does late in training (the damped-motion problem
+  of docs/dancing2music.md). The input projection stays one matmul: z_mov's part once per unit,
+  the clock's part once per frame, added.
   """
   pose_size: int = 28
   length: int = 32
   hidden: int = 1024
   dtype: Any = jnp.float32
   rnn_impl: str = "auto"    # d2m_jax.nn.rnn.RNN_IMPLS (scan | unrolled | pallas | auto)
+  beat_phase: bool = False
 
   @nn.compact
   def __call__(self, z_init, z_mov):
     h0 = TorchDense(self.hidden, dtype=self.dtype, name="init_h")(
         jnp.concatenate([z_init, z_mov], axis=-1)).astype(jnp.float32)
-    ys, _ = GRU(self.hidden, dtype=self.dtype, impl=self.rnn_impl, name="gru")(
-        z_mov, h0[None], constant_input=True, length=self.length)
+    gru = GRU(self.hidden, dtype=self.dtype, impl=self.rnn_impl, name="gru")
+    clock = jnp.asarray(beat_phase_features(self.length)) if self.beat_phase else None
+    ys, _ = gru(z_mov, h0[None], constant_input=True, length=self.length, step_input=clock)
     x = DenseNormAct(self.hidden, act=nn.relu, dtype=self.dtype, name="block")(ys)
     return TorchDense(self.pose_size, dtype=self.dtype, name="out")(x).astype(jnp.float32)

@@ -255,7 +255,8 @@ class _RNNBase(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, initial_state=None, *, constant_input: bool = False,
-               length: Optional[int] = None, deterministic: bool = True):
+               length: Optional[int] = None, step_input: Optional[Array] = None,
+               deterministic: bool = True):
     """Runs the stack.
 
     Args:
@@ -263,6 +264,10 @@ class _RNNBase(nn.Module):
         input is fed at every step (projected once).
       initial_state: GRU: (L*dirs, B, H) like PyTorch's h0 (or None for zeros). LSTM: a pair
         (h0, c0) of that shape.
+      step_input: with ``constant_input=True`` only: (T, D2) features shared by every
+        sequence (a clock); the first layer's input at step t is ``concat(x, step_input[t])``
+        (parameters as for that concatenated input), projected as one (B, D) and one (T, D2)
+        matmul, added.
       deterministic: disables inter-layer dropout.
     Returns:
       outputs (B, T, dirs*H) float32 of the top layer, and the final state in PyTorch layout
@@ -278,9 +283,13 @@ class _RNNBase(nn.Module):
       T = x.shape[1]
     finals_h, finals_c = [], []
     layer_in = x
+    if step_input is not None and not constant_input:
+      raise ValueError("step_input needs constant_input=True")
     for layer in range(self.num_layers):
       outs = []
       in_features = layer_in.shape[-1]
+      if step_input is not None and layer == 0:
+        in_features += step_input.shape[-1]
       for d in range(dirs):
         w_ih, w_hh, b_ih, b_hh = self._params(layer, d, in_features)
         idx = layer * dirs + d
@@ -292,7 +301,13 @@ class _RNNBase(nn.Module):
           carry0 = (initial_state[0][idx].astype(jnp.float32),
                     initial_state[1][idx].astype(jnp.float32))
         wi = w_ih
-        if constant_input and layer == 0:
+        if constant_input and layer == 0 and step_input is not None:
+          D = layer_in.shape[-1]
+          xp = (mixed_dot(step_input, wi[D:], self.dtype)[:, None]
+                + (mixed_dot(layer_in, wi[:D], self.dtype) + b_ih)[None])   # (T, B, G*H)
+          ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
+                                     unroll=self.unroll, dtype=self.dtype, impl=self.impl)
+        elif constant_input and layer == 0:
           xp = mixed_dot(layer_in, wi, self.dtype) + b_ih
           ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
                                      unroll=self.unroll, dtype=self.dtype, length=T,

@@ -79,7 +79,7 @@ D_MODULES = ("dis_movement", "dis_dance")
 STYLE_PHASE_MODULES = ("dance_enc", "audstyle_enc", "dance_reg")
 MERGED_MODULES = G_MODULES + ("dance_reg",)
 DECOMP_MODEL_FIELDS = ("pose_size", "joint_dims", "z_init", "z_mov", "hidden", "init_hidden",
-                       "unit_length")
+                       "unit_length", "beat_phase_input")
 
 
 class CompState(struct.PyTreeNode):

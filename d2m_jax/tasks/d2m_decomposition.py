@@ -61,7 +61,8 @@ def build_modules(model_cfg, dtype) -> Dict[str, nn.Module]:
       "initp_dec": InitPoseDec(m.pose_size, m.init_hidden, dtype=dtype),
       "movement_enc": MovementEnc(m.z_mov, m.hidden, dtype=dtype, rnn_impl=rnn_impl),
       "stdp_dec": StandardPoseDec(m.pose_size, m.unit_length, m.hidden, dtype=dtype,
-                                  rnn_impl=rnn_impl),
+                                  rnn_impl=rnn_impl,
+                                  beat_phase=bool(m.get("beat_phase_input", False))),
   }
 
 
