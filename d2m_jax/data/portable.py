@@ -12,7 +12,8 @@ paper metrics (``d2m_jax.metrics.evaluation``, the ``dance_metrics`` evaluator) 
 sequence's pose and root trajectory (train split: the reference clips; held-out split: the
 real-vs-real row) and, to generate for a held-out song, the generator's music features
 (``task.generation_features``) and beats. ``eval_arrays`` adds those arrays for every sequence
-(same precision rule); ``info["eval_arrays"]`` lists them. :meth:`PortableData.require` raises
+(same precision rule, except the root trajectory: float32, see ``FLOAT32_EVAL_ARRAYS``);
+``info["eval_arrays"]`` lists them. :meth:`PortableData.require` raises
 the data error that names the file and the remedy when a reader needs an array the file lacks.
 A sequence's tempo comes from its manifest record (or, if absent, from its beats).
 
@@ -54,6 +55,10 @@ SOURCE_ARRAYS = {
 FLOAT_ARRAYS = ("pose", "root") + FRAME_FEATURES      # candidates for float16
 SEQUENCE_ARRAYS = FLOAT_ARRAYS + ("waveform16k",)      # what eval_arrays may name
 METRIC_ARRAYS = ("pose", "root")                       # what the paper metrics read
+# Evaluation arrays kept float32 whatever the tolerance: the root trajectory is in room
+# coordinates (float16 steps of 0.1-0.25 cm at metres from the mean) and PFC reads its
+# accelerations (float16 moved the real data's real-vs-real PFC by 3 %); 3 floats a frame.
+FLOAT32_EVAL_ARRAYS = ("root",)
 FOR_EVAL_REMEDY = "export it again with launch/export_data.py --for_eval"
 _STAT = {"pose": "pose", "root": "root", **{f: f for f in FRAME_FEATURES}}
 
@@ -115,8 +120,10 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
       continue
     mean, std = stats[f"{_STAT[name]}_mean"], stats[f"{_STAT[name]}_std"]
     errors[name] = _f16_error(seqs, name, mean, std)
-    dtypes[name] = "float16" if errors[name] <= f16_tol else "float32"
-    log(f"{name}: max float16 error {errors[name]:.2e} of a std -> {dtypes[name]}")
+    exact = name in eval_arrays and name in FLOAT32_EVAL_ARRAYS
+    dtypes[name] = "float16" if errors[name] <= f16_tol and not exact else "float32"
+    log(f"{name}: max float16 error {errors[name]:.2e} of a std -> {dtypes[name]}"
+        + (" (kept exact for evaluation)" if exact else ""))
   out = {f"stats/{k}": v for k, v in stats.items()}
   for s in seqs:
     out[f"seq/{s['name']}/beats"] = np.asarray(s["beats"], np.int32)
