@@ -88,7 +88,8 @@ def test_dance_metrics_evaluator_reads_the_portable_file(tiny_data_cfg, exports)
   assert sorted(out["portable"]) == sorted(out["processed"])
   for k, v in out["processed"].items():
     np.testing.assert_allclose(out["portable"][k], v, rtol=1e-12, err_msg=k)
-  assert {"FID_k", "FID_g", "Div_k", "Div_g", "BAS", "real_FID_k", "real_PFC"} <= set(out["portable"])
+  assert {"FID_k", "FID_g", "Div_k", "Div_g", "BAS", "real_FID_k", "real_PFC"} <= set(
+      out["portable"])
 
   config = ml_collections.ConfigDict(dict(data=_with_portable(tiny_data_cfg, exports["bare"])))
   ctx = evaluators.EvalContext(config, _CopyTask(items, 0.5), dp=None, batches=None)

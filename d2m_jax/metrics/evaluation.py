@@ -3,7 +3,10 @@
 Fixed protocol (so numbers are comparable run to run; constants below):
 
 * **Data**: the real mocap data (``config.data.source = "music_to_dance"``), split by sequence
-  with the data layer's deterministic ``assign_splits`` (seed 0, the pipeline's split).
+  with the data layer's deterministic ``assign_splits`` (seed 0, the pipeline's split). Read
+  from the processed dataset, or from a portable export made with ``launch/export_data.py
+  --for_eval`` when ``config.data.portable`` is set (:func:`split_sequences`, :func:`metric_inputs`:
+  the one path of ``launch/evaluate.py`` and the ``dance_metrics`` evaluator).
 * **Clips**: non-overlapping ``CLIP_FRAMES`` = 250 frames (10 s at 25 fps) from the start of each
   sequence, at most ``MAX_CLIPS_PER_SEQUENCE`` = 12 per sequence (long rumbas do not dominate).
 * **Reference ("GT")**: all clips of the TRAIN split. Kinetic/geometric features of every row are
@@ -40,11 +43,11 @@ from d2m_jax.metrics import beats as beats_lib
 from d2m_jax.metrics import foot_contact, frechet, geometric, kinetic
 
 CLIP_FRAMES = 250
-# The real-vs-real metrics the dance_metrics evaluator reports next to the generated ones.
-REAL_METRICS = ("FID_k", "FID_g", "Div_k", "Div_g", "BAS", "PFC")
 MAX_CLIPS_PER_SEQUENCE = 12
 SEED = 0
 FPS = 25.0
+# The real-vs-real metrics the dance_metrics evaluator reports (``real_<metric>``).
+REAL_METRICS = ("FID_k", "FID_g", "Div_k", "Div_g", "BAS", "PFC")
 
 
 @dataclasses.dataclass
