@@ -3,7 +3,9 @@
 # (style classifier -> decomposition -> composition) on the packed portable data, each stage
 # bounded by wall clock (config.max_train_seconds: stop, checkpoint, final evaluation on the
 # validation and held-out test splits), then the motion ratio of the composition on the test
-# split. From a clean checkout plus .gpu_pack/ (benchmarks/pack_gpu_run.sh), on an image with
+# split and its paper metrics there (FID_k, FID_g, Div_k, Div_g, BAS and their real-vs-real
+# floor: the dance_metrics evaluator, read from the packed --for_eval export; OUT/paper_metrics/
+# eval.json). From a clean checkout plus .gpu_pack/ (benchmarks/pack_gpu_run.sh), on an image with
 # jax, flax, optax, orbax, numpy and torch only; about 12 minutes with the defaults:
 #
 #   bash benchmarks/accelerator_run.sh $OUT
@@ -84,5 +86,9 @@ stage composition "$PY" launch/train.py --config=configs/d2m_composition.py \
     --config.data.portable="$DATA/d2m_composition.npz" --config.max_train_seconds="${COMP_S:-90}"
 stage motion "$PY" launch/d2m_motion.py --workdir="$OUT/d2m_comp" --split=test \
     --num_examples="${MOTION_EXAMPLES:-96}" --out="$OUT/d2m_motion_test.json"
+stage paper_metrics "$PY" launch/evaluate.py --evals_of="$OUT/d2m_comp" \
+    --portable="$DATA/d2m_composition.npz" --add_eval=paper_test,dance_metrics,test,0 \
+    --evals=paper_test --out_dir="$OUT/paper_metrics"
+grep -h '^paper_test:' "$OUT/paper_metrics.log" 2>/dev/null
 echo "[accelerator_run] stages:"; cat "$OUT/stages.tsv"
 exit $FAILED

@@ -5,7 +5,9 @@
 #                      come with flax/orbax)
 #   .gpu_pack/data/    portable training data (launch/export_data.py) of the Dancing2Music
 #                      pipeline: style_paper, d2m_decomposition, d2m_composition -- every split,
-#                      so the held-out test split travels too (numpy only to read)
+#                      so the held-out test split travels too (numpy only to read);
+#                      d2m_composition with --for_eval (every sequence's pose, root and
+#                      d2m28: the paper metrics of accelerator_run.sh's last stage)
 #   .gpu_pack/COMMIT   the commit being measured (+dirty when the tree differs): the copy sent
 #                      to the device has no .git
 #   bash benchmarks/pack_gpu_run.sh                     # real data: DATA_SOURCE=music_to_dance
@@ -24,8 +26,10 @@ if [[ -z "${NO_WHEELS:-}" ]]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for cfg in style_paper d2m_decomposition d2m_composition; do
+  for_eval=()
+  [[ $cfg == d2m_composition ]] && for_eval=(--for_eval)
   "$PY" launch/export_data.py --config="configs/$cfg.py" --config.data.source="$SOURCE" \
-      ${EXPORT_FLAGS:-} --out="$PACK.tmp/data/$cfg.npz"
+      ${EXPORT_FLAGS:-} "${for_eval[@]}" --out="$PACK.tmp/data/$cfg.npz"
 done
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then

@@ -95,16 +95,14 @@ def main(argv):
   compile_cache.enable(True)
   from d2m_jax.metrics import evaluation  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
-  from d2m_jax.train import actions, loop  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import actions, evaluators, loop  # pylint: disable=import-outside-toplevel
   preemption = actions.PreemptionHandler().install()  # SIGTERM: end this seed, skip the rest
   config = FLAGS.config
-  for spec in FLAGS.add_eval:
-    try:
-      name, kind, split, every = spec.split(",")
-      config.evals[name] = dict(kind=kind, split=split, every_steps=int(every), final=True)
-    except ValueError:
-      print(f"error: --add_eval={spec!r}: expected NAME,KIND,SPLIT,EVERY_STEPS", file=sys.stderr)
-      return 2
+  try:
+    evaluators.add_evals(config, FLAGS.add_eval)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   target = config.get("target")
   if not target or not target.get("metric"):
     print("error: the config has no target: set --config.target.metric and "

@@ -175,7 +175,9 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
   """The Music of a processed sequence (``ingest.process_sequence``): its stored features and
   beats, no recomputation (evaluation on preprocessed test sequences). ``waveform16k`` is needed
   only when ``feature_names`` asks for it: a sequence stored without it (the portable export
-  of a model that reads only its features, e.g. Dancing2Music's d2m28) gives an empty ``wave``."""
+  of a model that reads only its features, e.g. Dancing2Music's d2m28) gives an empty ``wave``.
+  A sequence without ``tempo`` gets the tempo of its beats (``portable.tempo_from_beats``)."""
+  from d2m_jax.data import portable  # pylint: disable=import-outside-toplevel
   num_frames = int(np.asarray(seq["pose"]).shape[0])
   feats: Dict[str, np.ndarray] = {}
   for n in feature_names:
@@ -187,7 +189,9 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
           else np.zeros((0,), np.float32))
   return Music(path=str(seq.get("name", "<processed>")), wave=wave, sr=16000,
                fps=float(seq["fps"]), num_frames=num_frames, feats=feats,
-               beats=np.asarray(seq["beats"], np.int64), tempo_bpm=float(seq["tempo"]))
+               beats=np.asarray(seq["beats"], np.int64),
+               tempo_bpm=float(seq["tempo"]) if seq.get("tempo") is not None
+               else portable.tempo_from_beats(seq["beats"], float(seq["fps"])))
 
 
 def uses_beats(task) -> bool:

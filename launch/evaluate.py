@@ -9,6 +9,12 @@ music style classifiers on the same test sequences.
     python launch/evaluate.py --out_dir=runs/eval_unseen --test_raw_dir=/path/to/held_out \
         --model=d2m=runs/d2m_composition --style_model=runs/music_style
 
+    # from a portable export (launch/export_data.py --for_eval): no processed dataset, no
+    # TensorFlow, no librosa; a trained workdir's own evaluators plus the paper metrics
+    python launch/evaluate.py --out_dir=runs/eval --evals_of=runs/d2m_composition \
+        --portable=portable/d2m_composition.npz \
+        --add_eval=paper_test,dance_metrics,test,0 --evals=paper_test
+
 Writes ``OUT_DIR/eval.json`` and ``OUT_DIR/eval.md`` (atomically): FID_k, FID_g, Div_k, Div_g,
 FID_k / Div_k in the AIST++ convention, BAS (motion-beat convention, the default; and music-beat
 convention), PFC, style consistency and FID over the style classifier's features; and per
@@ -48,6 +54,13 @@ flags.DEFINE_string("evals_of", None, "A training workdir: run its config.evals 
                     "evaluators the training loop ran) on its latest checkpoint and write "
                     "OUT_DIR/eval.json; --evals picks some of them.")
 flags.DEFINE_list("evals", [], "With --evals_of: the evaluator names to run (default: all).")
+flags.DEFINE_multi_string("add_eval", [], "With --evals_of: NAME,KIND,SPLIT,EVERY_STEPS adds "
+                          "an evaluator to the workdir's config.evals for this evaluation (e.g. "
+                          "paper_test,dance_metrics,test,0), repeatable.")
+flags.DEFINE_string("portable", None, "A portable export made with launch/export_data.py "
+                    "--for_eval: read the train/test sequences from it (no processed dataset, "
+                    "TensorFlow or librosa); with --evals_of it replaces the workdir's "
+                    "config.data.portable.")
 flags.mark_flag_as_required("out_dir")
 
 
@@ -72,16 +85,24 @@ def _workdirs(specs, flag, need_name, tasks):
   return out
 
 
-def _processed_real_data():
-  """(train EvalSequences, test EvalSequences, test items) of the preprocessed real dataset."""
-  from d2m_jax.data import ingest, pipeline  # pylint: disable=import-outside-toplevel
-  from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
+def _real_data_config():
+  """``config.data`` of the sequences the table reads: the preprocessed real dataset, or the
+  ``--portable`` file (its own source)."""
+  from d2m_jax.data import portable  # pylint: disable=import-outside-toplevel
   from d2m_jax.train.defaults import data_config  # pylint: disable=import-outside-toplevel
   cfg = data_config()
   cfg.source = "music_to_dance"
-  train = [ev.eval_sequence(s) for s in ingest.split_sequences(pipeline.processed_dir(cfg),
-                                                               "train")]
-  items = ev.processed_test_sequences()
+  if FLAGS.portable:
+    cfg.portable = os.path.abspath(FLAGS.portable)
+    cfg.source = portable.PortableData(cfg.portable).manifest["source"]
+  return cfg
+
+
+def _processed_real_data(cfg):
+  """(train EvalSequences, test EvalSequences, test items) of ``cfg`` (_real_data_config)."""
+  from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
+  train = [ev.eval_sequence(s) for s in ev.split_sequences(cfg, "train")]
+  items = ev.split_items(cfg, "test")
   return train, [ev.eval_sequence(it.processed) for it in items], items
 
 
@@ -90,8 +111,17 @@ def _evals_of(workdir: str, names) -> int:
   from d2m_jax import files  # pylint: disable=import-outside-toplevel
   from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import restore_workdir  # pylint: disable=import-outside-toplevel
-  from d2m_jax.train import evaluators  # pylint: disable=import-outside-toplevel
-  state, cfg, task = restore_workdir(workdir)
+  from d2m_jax.train import checkpoint, evaluators  # pylint: disable=import-outside-toplevel
+  cfg = checkpoint.load_config(workdir)
+  try:
+    if FLAGS.portable:
+      with cfg.unlocked():
+        cfg.data.portable = os.path.abspath(FLAGS.portable)
+    evaluators.add_evals(cfg, FLAGS.add_eval)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  state, cfg, task = restore_workdir(workdir, config=cfg)
   try:
     results = evaluators.evaluate_state(cfg, task, state, names)
   except ValueError as e:
@@ -111,8 +141,20 @@ def main(argv):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
+  if FLAGS.portable and not os.path.isfile(FLAGS.portable):
+    print(f"error: --portable={FLAGS.portable}: no such file (write it with "
+          "launch/export_data.py --for_eval)", file=sys.stderr)
+    return 2
   if FLAGS.evals_of:
     return _evals_of(FLAGS.evals_of, FLAGS.evals)
+  if FLAGS.add_eval:
+    print("error: --add_eval needs --evals_of=WORKDIR", file=sys.stderr)
+    return 2
+  if FLAGS.portable and (FLAGS.test_raw_dir or FLAGS.style_model):
+    print("error: --portable reads the pose, root, beats and generation features of its "
+          "sequences: --test_raw_dir and --style_model need the raw or processed data",
+          file=sys.stderr)
+    return 2
   from d2m_jax import generate  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from d2m_jax.data.skeleton import STYLES  # pylint: disable=import-outside-toplevel
@@ -138,7 +180,7 @@ def main(argv):
   items = None   # unseen.TestSequence per test sequence with audio (music style, generation)
   import importlib.util  # pylint: disable=import-outside-toplevel
   use_processed = (importlib.util.find_spec("librosa") is None if FLAGS.processed is None
-                   else FLAGS.processed)
+                   else FLAGS.processed) or bool(FLAGS.portable)
   try:
     if FLAGS.test_raw_dir:
       items = unseen.load_raw_dir(FLAGS.test_raw_dir)
@@ -151,7 +193,8 @@ def main(argv):
       if seen:
         print(f"warning: {FLAGS.test_raw_dir} has sequence names of the training split: {seen}")
     elif use_processed:
-      train, test, items = _processed_real_data()
+      data_cfg = _real_data_config()
+      train, test, items = _processed_real_data(data_cfg)
       gen_seqs = test
     else:
       data = ev.load_real_sequences(FLAGS.raw_dir, split_seed=FLAGS.split_seed)
@@ -181,7 +224,13 @@ def main(argv):
     fps = generate.task_fps(task)
     names = tuple(task.generation_features)
     if FLAGS.test_raw_dir or use_processed:
-      musics = [generate.music_from_processed(it.processed, names) for it in items]
+      if not FLAGS.test_raw_dir:
+        try:
+          ev.require_arrays(data_cfg, names, f"--model {name} (generation)")
+        except DataError as e:
+          print(f"error: bad data: {e}", file=sys.stderr)
+          return 2
+      musics = ev.musics_of(items, names)
     else:
       musics = [generate.music_from_wave(seq.wave, seq.sr, fps, names,
                                          num_frames=seq.pose.shape[0], path=seq.name,

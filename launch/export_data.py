@@ -11,6 +11,11 @@ per sequence, only the arrays the config's task reads (traced: ``d2m_jax/train/b
 ``--keys`` overrides), float16 where that moves no value by more than ``--f16_tol`` of its
 train-split std. Training from it needs numpy, jax and the model libraries only. The processed
 dataset must exist (``launch/preprocess.py``; the synthetic default is processed on first use).
+
+``--for_eval`` adds what evaluating the paper metrics from the file needs (``launch/evaluate.py
+--portable=F``, the ``dance_metrics`` evaluator of a run trained on it): every sequence's pose
+and root trajectory and, for a generator, the music features it generates from
+(``task.generation_features``), under the same precision rule; beats are always there.
 """
 import os
 import sys
@@ -27,6 +32,9 @@ flags.DEFINE_string("out", None, "Output file (.npz), written atomically.")
 flags.DEFINE_float("f16_tol", 1e-2, "Store a float array as float16 when no value moves by more "
                    "than this fraction of its dimension's train-split std (0: all float32).")
 flags.DEFINE_list("keys", None, "Batch keys to export (default: the ones the task reads).")
+flags.DEFINE_bool("for_eval", False, "Also export what the paper metrics and generation read "
+                  "for every sequence (pose, root, the task's generation features): "
+                  "launch/evaluate.py --portable and the dance_metrics evaluator need it.")
 flags.mark_flags_as_required(["config", "out"])
 
 
@@ -63,9 +71,14 @@ def main(argv):
     else:
       batch = next(pipeline.make_iterator(dc, "train"))
       keys = batch_keys.read_batch_keys(get_task(config), batch, stats)
-    print(f"{config.task}: data.kind={kind}, exporting batch keys {list(keys)}", flush=True)
+    eval_arrays = ()
+    if FLAGS.for_eval:
+      eval_arrays = portable.METRIC_ARRAYS + tuple(get_task(config).generation_features)
+    print(f"{config.task}: data.kind={kind}, exporting batch keys {list(keys)}"
+          + (f", evaluation arrays {list(eval_arrays)}" if eval_arrays else ""), flush=True)
     info = portable.export(pipeline.processed_dir(dc), FLAGS.out, kind=kind, keys=keys,
-                           f16_tol=FLAGS.f16_tol, extra_info=dict(task=config.task))
+                           f16_tol=FLAGS.f16_tol, extra_info=dict(task=config.task),
+                           eval_arrays=eval_arrays)
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

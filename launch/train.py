@@ -32,6 +32,9 @@ flags.DEFINE_bool("multiprocess", None, "Join a multi-process run with jax.distr
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
+flags.DEFINE_multi_string("add_eval", [], "NAME,KIND,SPLIT,EVERY_STEPS: adds an evaluator to "
+                          "config.evals (e.g. paper_test,dance_metrics,test,0: the paper metrics "
+                          "at the end of training), repeatable; the config's own evaluators stay.")
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
                   "--nocompilation_cache turns it off.")
@@ -84,8 +87,12 @@ def main(argv):
   from d2m_jax.metrics import evaluation  # pylint: disable=import-outside-toplevel,unused-import
   from d2m_jax.tasks import get_task  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import cli  # pylint: disable=import-outside-toplevel,redefined-outer-name
-  from d2m_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import evaluators, loop  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  try:
+    evaluators.add_evals(FLAGS.config, FLAGS.add_eval)
+  except ValueError as e:
+    cli.fail(str(e), 2)
   try:
     workdir_lib.check_config_values(FLAGS.config)  # before the task (its optimiser) is built
     task = get_task(FLAGS.config)

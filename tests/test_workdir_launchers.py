@@ -82,6 +82,10 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
         "batch_-4": (_launch("train.py", *style, "--config.data.batch_size=-4",
                              f"--workdir={t / 'w4'}"), 1,
                      "config.data.batch_size=-4: must be >= 1"),
+        "add_eval_kind": (_launch("train.py", *style, "--add_eval=paper,no_such_kind,test,0",
+                                  f"--workdir={t / 'w5'}"), 2,
+                          "--add_eval='paper,no_such_kind,test,0': kind 'no_such_kind' is not "
+                          "one of"),
         "eval_empty": (_launch("evaluate.py", f"--model=m={empty}", f"--out_dir={t / 'e1'}"),
                        2, f"--model m={empty}: not a training workdir (no config.json"),
         "eval_wrong_kind": (_launch("evaluate.py", f"--model=m={style_wd}",
@@ -111,7 +115,7 @@ def test_every_ordinary_mistake_is_one_line(tmp_path):
     assert rc == code, (name, rc, err)
     assert text in line, (name, line)
   # nothing written anywhere
-  for w in ("w1", "w2", "w3", "w4", "e1", "e2", "g1.npz"):
+  for w in ("w1", "w2", "w3", "w4", "w5", "e1", "e2", "g1.npz"):
     assert not (t / w).exists(), w
   assert a_file.read_text() == "not a folder\n"
   from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel

@@ -7,6 +7,16 @@ arrays the given batch keys are cut from (``units`` -> pose + beats, ``aud`` -> 
 ``beat`` -> beats, ...). The numpy loader (``config.data.portable=FILE``) trains from it with
 nothing but numpy: no TFDS, no TensorFlow, no librosa, no raw data.
 
+Evaluation arrays (``export(..., eval_arrays=...)``, ``launch/export_data.py --for_eval``): the
+paper metrics (``d2m_jax.metrics.evaluation``, the ``dance_metrics`` evaluator) read every
+sequence's pose and root trajectory (train split: the reference clips; held-out split: the
+real-vs-real row) and, to generate for a held-out song, the generator's music features
+(``task.generation_features``) and beats. ``eval_arrays`` adds those arrays for every sequence
+(same precision rule, except the root trajectory: float32, see ``FLOAT32_EVAL_ARRAYS``);
+``info["eval_arrays"]`` lists them. :meth:`PortableData.require` raises
+the data error that names the file and the remedy when a reader needs an array the file lacks.
+A sequence's tempo comes from its manifest record (or, if absent, from its beats).
+
 Precision: a float array is stored as float16, centred on its train-split mean (``x - mean``:
 many dimensions sit far from zero relative to their spread, e.g. chroma/onset rows of d2m28, so
 centring buys several bits), when the round trip ``f16(x - mean) + mean`` moves no value by more
@@ -31,6 +41,7 @@ import numpy as np
 from d2m_jax import files
 from d2m_jax.data import examples as ex_lib
 from d2m_jax.data import ingest
+from d2m_jax.data import tempo as tempo_lib
 from d2m_jax.data.errors import DataError
 from d2m_jax.data.features import FRAME_FEATURES
 
@@ -42,6 +53,13 @@ SOURCE_ARRAYS = {
     **{f: (f,) for f in FRAME_FEATURES},
 }
 FLOAT_ARRAYS = ("pose", "root") + FRAME_FEATURES      # candidates for float16
+SEQUENCE_ARRAYS = FLOAT_ARRAYS + ("waveform16k",)      # what eval_arrays may name
+METRIC_ARRAYS = ("pose", "root")                       # what the paper metrics read
+# Evaluation arrays kept float32 whatever the tolerance: the root trajectory is in room
+# coordinates (float16 steps of 0.1-0.25 cm at metres from the mean) and PFC reads its
+# accelerations (float16 moved the real data's real-vs-real PFC by 3 %); 3 floats a frame.
+FLOAT32_EVAL_ARRAYS = ("root",)
+FOR_EVAL_REMEDY = "export it again with launch/export_data.py --for_eval"
 _STAT = {"pose": "pose", "root": "root", **{f: f for f in FRAME_FEATURES}}
 
 
@@ -80,14 +98,19 @@ def _f16_error(seqs: list[dict], name: str, mean: np.ndarray, std: np.ndarray) -
 
 
 def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float = 1e-2,
-           extra_info: dict | None = None, log=print) -> dict:
-  """Writes the portable file for batch ``keys`` of example ``kind``; returns its info dict."""
+           extra_info: dict | None = None, eval_arrays=(), log=print) -> dict:
+  """Writes the portable file for batch ``keys`` of example ``kind``, plus the processed arrays
+  ``eval_arrays`` of every sequence (evaluation: ``METRIC_ARRAYS`` and the generator's music
+  features); returns its info dict."""
   if kind not in ex_lib.KINDS:
     raise ValueError(f"kind must be one of {ex_lib.KINDS}, got {kind!r}")
+  bad = sorted(set(eval_arrays) - set(SEQUENCE_ARRAYS))
+  if bad:
+    raise ValueError(f"eval_arrays {bad}: not processed-sequence arrays ({SEQUENCE_ARRAYS})")
   man = ingest.read_manifest(processed_dir)
   with np.load(os.path.join(processed_dir, "stats.npz")) as z:
     stats = {k: z[k] for k in z.files}
-  names = arrays_for_keys(keys)
+  names = tuple(sorted(set(arrays_for_keys(keys)) | set(eval_arrays)))
   seqs = [ingest.load_processed(os.path.join(processed_dir, "seq", f"{r['name']}.npz"))
           for r in man["sequences"]]
   dtypes, errors = {}, {}
@@ -97,8 +120,10 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
       continue
     mean, std = stats[f"{_STAT[name]}_mean"], stats[f"{_STAT[name]}_std"]
     errors[name] = _f16_error(seqs, name, mean, std)
-    dtypes[name] = "float16" if errors[name] <= f16_tol else "float32"
-    log(f"{name}: max float16 error {errors[name]:.2e} of a std -> {dtypes[name]}")
+    exact = name in eval_arrays and name in FLOAT32_EVAL_ARRAYS
+    dtypes[name] = "float16" if errors[name] <= f16_tol and not exact else "float32"
+    log(f"{name}: max float16 error {errors[name]:.2e} of a std -> {dtypes[name]}"
+        + (" (kept exact for evaluation)" if exact else ""))
   out = {f"stats/{k}": v for k, v in stats.items()}
   for s in seqs:
     out[f"seq/{s['name']}/beats"] = np.asarray(s["beats"], np.int32)
@@ -106,7 +131,8 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
       v = np.asarray(s[name])
       out[f"seq/{s['name']}/{name}"] = (to_f16(v, stats[f"{_STAT[name]}_mean"])
                                         if dtypes[name] == "float16" else v.astype(dtypes[name]))
-  info = dict(format=FORMAT_VERSION, kind=kind, keys=sorted(keys), arrays=dict(
+  info = dict(format=FORMAT_VERSION, kind=kind, keys=sorted(keys),
+              eval_arrays=sorted(eval_arrays), arrays=dict(
       dtypes=dtypes, f16_max_error_over_std=errors, f16_tol=f16_tol,
       f16_centred_on="train-split mean (stats/<name>_mean)"), manifest=man,
               processed_dir=os.path.abspath(processed_dir),
@@ -115,6 +141,13 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
   files.save_npz(out_path, compressed=True, **out)
   info["bytes"] = os.path.getsize(out_path)
   return info
+
+
+def tempo_from_beats(beats: np.ndarray, fps: float) -> float:
+  """Tempo (BPM) of a beat-frame sequence: ``60 fps / median interval``; 0 with < 2 beats (the
+  ingest convention for a sequence without music)."""
+  fpb = tempo_lib.frames_per_beat(beats)
+  return float(60.0 * fps / fpb) if np.isfinite(fpb) and fpb > 0 else 0.0
 
 
 class PortableData:
@@ -143,6 +176,22 @@ class PortableData:
   def beats(self, name: str) -> np.ndarray:
     return self._z[f"seq/{name}/beats"]
 
+  def require(self, names, purpose: str):
+    """DataError (one line: this file, the missing arrays, the remedy) unless every processed
+    array of ``names`` was exported (the others are zero placeholders in :meth:`sequence`)."""
+    missing = [n for n in dict.fromkeys(names) if n not in self.array_names]
+    if missing:
+      raise DataError(self.path, f"has no {'/'.join(missing)} arrays, needed by {purpose} "
+                      f"(exported arrays: {sorted(self.array_names)}): {FOR_EVAL_REMEDY}")
+
+  def split_names(self, split: str) -> list[str]:
+    """The sequences of ``split`` (manifest order)."""
+    return [r["name"] for r in self.manifest["sequences"] if r["split"] == split]
+
+  def split_sequences(self, split: str) -> list[dict]:
+    """Every sequence of ``split`` as :meth:`sequence` gives it (``ingest.split_sequences``)."""
+    return [self.sequence(n) for n in self.split_names(split)]
+
   def sequence(self, name: str) -> dict:
     """One sequence as ``ingest.load_processed`` gives it; arrays that were not exported are
     zero-memory zero placeholders (``np.broadcast_to``) so the shared example cutter runs."""
@@ -151,9 +200,11 @@ class PortableData:
     t = int(rec["frames"])
     full = {"pose": (t, man["joints"], man["dims"]), "root": (t, 3),
             **{f: (t, man["feature_dims"][f]) for f in FRAME_FEATURES}, "waveform16k": (0,)}
+    beats = self.beats(name)
     seq = dict(name=name, style=np.int32(rec["style"]), fps=np.float32(man["fps"]),
-               skeleton=man["skeleton"], has_audio=np.int32(rec["has_audio"]),
-               beats=self.beats(name))
+               skeleton=man["skeleton"], has_audio=np.int32(rec["has_audio"]), beats=beats,
+               tempo=np.float32(rec["tempo"] if rec.get("tempo") is not None
+                                else tempo_from_beats(beats, man["fps"])))
     for k, shape in full.items():
       if k in self.array_names:
         v = self._z[f"seq/{name}/{k}"]

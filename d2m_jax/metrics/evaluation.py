@@ -3,7 +3,10 @@
 Fixed protocol (so numbers are comparable run to run; constants below):
 
 * **Data**: the real mocap data (``config.data.source = "music_to_dance"``), split by sequence
-  with the data layer's deterministic ``assign_splits`` (seed 0, the pipeline's split).
+  with the data layer's deterministic ``assign_splits`` (seed 0, the pipeline's split). Read
+  from the processed dataset, or from a portable export made with ``launch/export_data.py
+  --for_eval`` when ``config.data.portable`` is set (:func:`split_sequences`, :func:`metric_inputs`:
+  the one path of ``launch/evaluate.py`` and the ``dance_metrics`` evaluator).
 * **Clips**: non-overlapping ``CLIP_FRAMES`` = 250 frames (10 s at 25 fps) from the start of each
   sequence, at most ``MAX_CLIPS_PER_SEQUENCE`` = 12 per sequence (long rumbas do not dominate).
 * **Reference ("GT")**: all clips of the TRAIN split. Kinetic/geometric features of every row are
@@ -35,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from d2m_jax import files
+from d2m_jax.configs import get
 from d2m_jax.metrics import beats as beats_lib
 from d2m_jax.metrics import foot_contact, frechet, geometric, kinetic
 
@@ -42,6 +46,8 @@ CLIP_FRAMES = 250
 MAX_CLIPS_PER_SEQUENCE = 12
 SEED = 0
 FPS = 25.0
+# The real-vs-real metrics the dance_metrics evaluator reports (``real_<metric>``).
+REAL_METRICS = ("FID_k", "FID_g", "Div_k", "Div_g", "BAS", "PFC")
 
 
 @dataclasses.dataclass
@@ -100,6 +106,65 @@ def eval_sequence(processed: Dict[str, Any], has_motion: bool = True) -> EvalSeq
                       np.asarray(processed["pose"], np.float32),
                       np.asarray(processed["root"], np.float32) if has_motion else None,
                       np.asarray(processed["beats"], np.int64))
+
+
+def split_sequences(data_cfg, split: str, *, need: Sequence[str] = (),
+                    purpose: str = "the paper metrics") -> List[Dict[str, Any]]:
+  """The processed-sequence dicts (``ingest.load_processed``'s) of ``split`` of a run's data:
+  from ``data_cfg.portable`` when set (``portable.PortableData``; it must hold the metrics'
+  pose and root and the arrays ``need``, else a ``DataError`` naming the file and the remedy,
+  ``launch/export_data.py --for_eval``), else from the processed dataset of ``data_cfg``."""
+  from d2m_jax.data import ingest, pipeline, portable  # pylint: disable=import-outside-toplevel
+  data = require_arrays(data_cfg, portable.METRIC_ARRAYS + tuple(need), purpose)
+  if data is not None:
+    return data.split_sequences(split)
+  return ingest.split_sequences(pipeline.processed_dir(data_cfg), split)
+
+
+def require_arrays(data_cfg, names: Sequence[str], purpose: str):
+  """The ``portable.PortableData`` of ``data_cfg.portable`` after checking that it holds the
+  processed arrays ``names`` (``DataError``: the file, what is missing, the remedy); None when
+  the run reads the processed dataset (which holds every array)."""
+  from d2m_jax.data import portable  # pylint: disable=import-outside-toplevel
+  path = get(data_cfg, "portable", None)
+  if not path:
+    return None
+  data = portable.PortableData(path)
+  data.require(names, purpose)
+  return data
+
+
+def split_items(data_cfg, split: str, *, need: Sequence[str] = ()):
+  """The sequences with audio of ``split`` (what a generator is scored on) as
+  ``unseen.TestSequence``s, from the portable file or the processed dataset
+  (:func:`split_sequences`)."""
+  from d2m_jax.metrics import unseen  # pylint: disable=import-outside-toplevel
+  return [unseen.TestSequence(str(s["name"]), int(s["style"]), True, s)
+          for s in split_sequences(data_cfg, split, need=need) if int(s["has_audio"])]
+
+
+def musics_of(items, feature_names: Sequence[str]):
+  """The ``generate.Music`` of each item for a generator that reads ``feature_names``."""
+  from d2m_jax import generate  # pylint: disable=import-outside-toplevel
+  return [generate.music_from_processed(it.processed, tuple(feature_names)) for it in items]
+
+
+@dataclasses.dataclass
+class MetricInputs:
+  """What the paper metrics of one split read: the reference (train split) sequences, the
+  split's sequences with audio and, per sequence, the generator's music."""
+  train: List[EvalSequence]
+  seqs: List[EvalSequence]
+  musics: list
+
+
+def metric_inputs(data_cfg, split: str, feature_names: Sequence[str] = ()) -> MetricInputs:
+  """:class:`MetricInputs` of ``split`` from ``data_cfg`` (portable file or processed dataset):
+  what both ``launch/evaluate.py`` and the ``dance_metrics`` evaluator score."""
+  train = [eval_sequence(s) for s in split_sequences(data_cfg, "train")]
+  items = split_items(data_cfg, split, need=tuple(feature_names))
+  return MetricInputs(train, [eval_sequence(it.processed) for it in items],
+                      musics_of(items, feature_names))
 
 
 def processed_test_sequences(split: str = "test"):
@@ -260,24 +325,20 @@ def _register_dance_metrics():
   def dance_metrics(ctx, state, spec) -> Dict[str, Any]:
     """The paper metrics (FID_k, FID_g, Div_k, Div_g in both kinetic conventions, BAS in both
     conventions) of the task's dances for every sequence with audio of ``spec.split`` of the
-    run's processed dataset, against the train split's clips, as in this module's protocol;
-    ``real_FID_k`` / ``real_Div_k``: the split's real dances scored the same way (the floor)."""
-    from d2m_jax import generate  # pylint: disable=import-outside-toplevel
-    from d2m_jax.data import ingest, pipeline  # pylint: disable=import-outside-toplevel
-    from d2m_jax.metrics import unseen  # pylint: disable=import-outside-toplevel
+    run's data (``config.data.portable`` when set: an export made with ``--for_eval``; else the
+    processed dataset), against the train split's clips, as in this module's protocol;
+    ``real_<metric>``: the split's real dances scored the same way (the floor)."""
     cache = ctx.cache.setdefault(f"dance_metrics/{spec.split}", {})
     if not cache:
-      pdir = pipeline.processed_dir(ctx.config.data)
-      train = [eval_sequence(s) for s in ingest.split_sequences(pdir, "train")]
+      inputs = metric_inputs(ctx.config.data, spec.split, tuple(ctx.task.generation_features))
+      train, seqs = inputs.train, inputs.seqs
+      if not seqs:
+        raise ValueError(f"dance_metrics: no sequence with audio in the {spec.split!r} split")
       cache["ref"] = clip_features([s.pose for s in train], train, roots=[s.root for s in train])
-      items = unseen.load_processed_split(pdir, spec.split)
-      cache["seqs"] = [eval_sequence(it.processed) for it in items]
-      names = tuple(ctx.task.generation_features)
-      cache["musics"] = [generate.music_from_processed(it.processed, names) for it in items]
-      seqs = cache["seqs"]
+      cache["seqs"], cache["musics"] = seqs, inputs.musics
       real = row_metrics(clip_features([s.pose for s in seqs], seqs,
                                        roots=[s.root for s in seqs]), cache["ref"])
-      cache["real"] = {f"real_{k}": real[k] for k in ("FID_k", "Div_k", "BAS")}
+      cache["real"] = {f"real_{k}": real[k] for k in REAL_METRICS if real[k] is not None}
     row = generated_row(ctx.task, state, cache["seqs"], cache["musics"], cache["ref"])
     return {**{k: v for k, v in row.items() if v is not None}, **cache["real"]}
 

@@ -98,6 +98,36 @@ def specs(config: ml_collections.ConfigDict) -> Dict[str, ml_collections.ConfigD
   return out
 
 
+ADD_EVAL_FORMAT = "NAME,KIND,SPLIT,EVERY_STEPS"
+
+
+def add_evals(config: ml_collections.ConfigDict, texts) -> list:
+  """Adds the launchers' ``--add_eval=NAME,KIND,SPLIT,EVERY_STEPS`` specs to ``config.evals``
+  (``final=True``; EVERY_STEPS 0: only at the end), in place, and returns their names. A config
+  without ``evals`` first gets its historical pair written out (:func:`specs`), so adding an
+  evaluator keeps the ones the config already runs. ValueError naming the flag on a malformed
+  spec or an unknown kind."""
+  texts = list(texts or ())
+  if not texts:
+    return []
+  with config.unlocked():
+    if config.get("evals") is None or not len(config.evals.keys()):
+      config.evals = ml_collections.ConfigDict({n: s.to_dict() for n, s in specs(config).items()})
+    names = []
+    for text in texts:
+      parts = str(text).split(",")
+      try:
+        name, kind, split, every = parts
+        every = int(every)
+      except ValueError:
+        raise ValueError(f"--add_eval={text!r}: expected {ADD_EVAL_FORMAT}") from None
+      if kind not in REGISTRY:
+        raise ValueError(f"--add_eval={text!r}: kind {kind!r} is not one of {sorted(REGISTRY)}")
+      config.evals[name] = dict(kind=kind, split=split, every_steps=every, final=True)
+      names.append(name)
+  return names
+
+
 def applicable(task, spec) -> bool:
   """Whether ``task`` can run an evaluator of this spec (task_eval needs an eval_step)."""
   need = {"task_eval": "eval_step", "motion_ratio": "motion_rows",
