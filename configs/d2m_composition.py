@@ -45,6 +45,7 @@ def cpu_recipe(c):
   c.model.dance_hidden = 256
   c.model.gen_static_percentile = 10.0
   c.model.gen_max_tries = 20
+  c.model.gen_static_fallback = "least_static"
   c.optim.lambda_kl = 1e-3
   c.optim.lambda_kl_dance = 1e-3
   c.optim.finetune_stdp_dec = False
@@ -85,6 +86,8 @@ def get_config(variant: str = "mocap"):
   m.gen_init_pose = "facing_mean"  # first frame: facing-normalised mean pose (= the plain mean
                                 # for 2-D data, the paper's); 'mean': the plain mean pose
   m.gen_max_tries = 10
+  m.gen_static_fallback = "first"  # no moving candidate: keep 'first' (the paper's) or
+                                # 'least_static' (the one whose slowest unit moves most)
   m.gen_tries_per_call = 0      # candidates drawn per jitted call (0: all gen_max_tries at once;
                                 # 1-2 is faster once trained weights rarely give static units)
   c.model = m

@@ -43,14 +43,20 @@ stage "2/6 music style classifier (paper GRU-30)"
 $PY launch/train.py --config=configs/style_paper.py --workdir="$RUN/style" \
   --config.num_train_steps=1000 --config.eval_every_steps=500 --config.checkpoint_every_steps=500
 
-# the CPU recipe (configs/d2m_*.py:cpu: demo size, KL 1e-3, frozen stage-1 decoder in stage 2,
-# calibrated static-unit threshold) on the embedded dataset
+# the CPU recipe (configs/d2m_*.py:cpu: demo size, beat-phase clock in the unit decoder, Adam
+# 2e-3, KL 1e-3, frozen stage-1 decoder in stage 2, calibrated static-unit threshold with the
+# least-static fallback) on the embedded dataset
 DEMO="--config.data.source=synthetic --config.num_train_steps=$STEPS --config.log_every_steps=25
   --config.eval_every_steps=$STEPS --config.checkpoint_every_steps=$STEPS"
 stage "3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
+# 4 x STEPS updates at batch 16 (about twice the time of STEPS at batch 32): the unit VAE's
+# motion grows with the number of updates (docs/dancing2music.md, the quick start's experiments)
+DEC_STEPS=$((4 * STEPS))
 # shellcheck disable=SC2086
 $PY launch/train.py --config=configs/d2m_decomposition.py:cpu --workdir="$RUN/d2m_decomp" $DEMO \
-  --config.optim.kl_anneal_center=$((STEPS / 2))
+  --config.num_train_steps=$DEC_STEPS --config.eval_every_steps=$DEC_STEPS \
+  --config.checkpoint_every_steps=$DEC_STEPS --config.data.batch_size=16 \
+  --config.optim.kl_anneal_center=$((DEC_STEPS / 2))
 
 stage "4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
 # shellcheck disable=SC2086

@@ -120,6 +120,34 @@ def test_choose_candidates_keeps_the_first_moving_one():
   assert (motion[[0, 2, 3]] >= thr).all()         # non-static wherever a candidate moves
 
 
+def test_choose_candidates_least_static_fallback():
+  """``least_static``: where no candidate passes, the one whose least-moving unit moves most
+  (hand-built motions); where one passes, the first passing one, as with ``first``."""
+  T, P = 4, 2
+  ramp = np.arange(T, dtype=np.float32)[None, :, None] * np.ones((3, 1, P), np.float32)
+
+  def trip(a, b, c):                              # per-unit motion 2 (T-1) x speed
+    return np.stack([ramp[0] * a, ramp[1] * b, ramp[2] * c])
+  cands = [[trip(1, 1, 0), trip(1, 1, 1), trip(0.5, 1, 1)],   # N=3 samples (rows), K=3
+           [trip(1, 1, 1), trip(9, 9, 1.5), trip(2, 2, 2)],
+           [trip(1, 2, 1), trip(3, 1, 2), trip(0.5, 5, 5)]]
+  units = jnp.asarray(np.stack([np.stack(c) for c in cands], axis=1))   # (K, N, 3, T, P)
+  # least-unit motion = 6 x the slowest unit's speed: sample 0: 0, 6, 3 (none passes 10: the
+  # least static is 1); sample 1: 6, 9, 12 (candidate 2 passes 10); sample 2: 6, 6, 3 (none
+  # passes; the tie goes to the first, 0)
+  _, idx = inf.choose_candidates(units, 10.0, "least_static")
+  np.testing.assert_array_equal(np.asarray(idx), [1, 2, 0])
+  _, idx_first = inf.choose_candidates(units, 10.0, "first")
+  np.testing.assert_array_equal(np.asarray(idx_first), [0, 2, 0])
+  chosen, idx = inf.choose_candidates(units, 13.0, "least_static")   # nothing passes 13
+  np.testing.assert_array_equal(np.asarray(idx), [1, 2, 0])
+  np.testing.assert_array_equal(np.asarray(chosen)[1], np.asarray(units)[2, 1])
+  _, idx_first = inf.choose_candidates(units, 13.0, "first")
+  np.testing.assert_array_equal(np.asarray(idx_first), [0, 0, 0])
+  with pytest.raises(ValueError, match="gen_static_fallback"):
+    inf.choose_candidates(units, 10.0, "largest")
+
+
 def test_song_lengths_in_one_bucket_do_not_retrace(tiny_comp, monkeypatch):
   task, state = tiny_comp
   monkeypatch.setitem(task.__dict__, "_d2m_song_fns", {})   # a fresh jit cache
@@ -132,8 +160,9 @@ def test_song_lengths_in_one_bucket_do_not_retrace(tiny_comp, monkeypatch):
   assert a.shape == (1, 150, 23, 3) and b.shape == (1, 600, 23, 3)
 
 
-def _sequential_reference(task, state, feats, beats, num_frames, rng, N):
-  """The earlier implementation: a Python loop over triplets and redraw attempts."""
+def _sequential_reference(task, state, feats, beats, num_frames, rng, N, fallback="first"):
+  """The earlier implementation: a Python loop over triplets and redraw attempts (and, for
+  ``least_static``, the kept draw replaced by any later one whose slowest unit moves more)."""
   m = task.m
   T, P = m.unit_length, m.pose_size
   trip = jax.jit(inf._triplet_body(task))
@@ -148,10 +177,15 @@ def _sequential_reference(task, state, feats, beats, num_frames, rng, N):
     for a in range(m.gen_max_tries):
       units = np.asarray(trip(state.params, state.frozen, style, pose,
                               jax.random.fold_in(jax.random.fold_in(rng, j), a)))
-      ok = (np.abs(np.diff(units, axis=2)).sum(axis=(2, 3)) >= thr).all(axis=1)
+      motion = np.abs(np.diff(units, axis=2)).sum(axis=(2, 3))
+      ok = (motion >= thr).all(axis=1)
       if accepted is None:
-        accepted = units.copy()
+        accepted, best = units.copy(), motion.min(axis=1)
       take = ok & ~done
+      if fallback == "least_static":
+        better = ~ok & ~done & (motion.min(axis=1) > best)
+        accepted[better], pick[better] = units[better], a
+        best = np.where(better, motion.min(axis=1), best)
       accepted[take], pick[take] = units[take], a
       done |= ok
     seq.append(accepted.reshape(N, 3 * T, P))
@@ -163,8 +197,9 @@ def _sequential_reference(task, state, feats, beats, num_frames, rng, N):
   return out.reshape(N, num_frames, 23, 3), np.stack(picks)
 
 
-@pytest.mark.parametrize("per_call", [0, 3])   # all 10 candidates in one batch | 3 at a time
-def test_generate_matches_the_sequential_redraw_loop(tiny_comp, per_call):
+@pytest.mark.parametrize("per_call,fallback", [(0, "first"), (3, "first"), (0, "least_static"),
+                                               (3, "least_static")])
+def test_generate_matches_the_sequential_redraw_loop(tiny_comp, per_call, fallback):
   """Batched candidates + scan == the earlier per-attempt loop, with a threshold that rejects."""
   task, state = tiny_comp
   m = task.m
@@ -178,17 +213,27 @@ def test_generate_matches_the_sequential_redraw_loop(tiny_comp, per_call):
       jnp.zeros((N, P)), jax.random.fold_in(jax.random.fold_in(rng, 0), a)))).min(-1)
       for a in range(m.gen_max_tries)]))
   k = len(mins) // 2
+  # "first": between two of them (some triplets pass, some not); "least_static": above them
+  # all, so triplet 0 has no moving candidate and the fallback decides
+  thr = (mins[k - 1] + mins[k]) / 2 if fallback == "first" else mins[-1] * 1.01
   old_thr = m.gen_static_thr
   with m.unlocked():
-    m.gen_static_thr = float(mins[k - 1] + mins[k]) / 2 / ((T - 1) * P)
+    m.gen_static_thr = float(thr) / ((T - 1) * P)
     m.gen_tries_per_call = per_call
+    m.gen_static_fallback = fallback
   try:
-    ref, picks = _sequential_reference(task, state, feats, beats, n, rng, N)
+    ref, picks = _sequential_reference(task, state, feats, beats, n, rng, N, fallback)
     out = task.generate(state, feats, beats, n, rng, N)
+    report = dict(task.last_generation_report)
   finally:
     with m.unlocked():
       m.gen_static_thr, m.gen_tries_per_call = old_thr, 0
-  assert (picks > 0).any() and (picks == 0).any()   # the choice really mattered
+      m.gen_static_fallback = "first"
+  assert report["static_fallback"] == fallback
+  if fallback == "first":
+    assert (picks > 0).any() and (picks == 0).any()   # the choice really mattered
+  else:
+    assert report["static_triplets"] >= N and (picks[0] > 0).any()   # the fallback chose
   assert per_call == 0 or (picks >= per_call).any()  # the while loop drew a 2nd chunk
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
 

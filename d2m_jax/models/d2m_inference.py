@@ -15,8 +15,10 @@ Pipeline (:func:`generate`, reached through ``CompositionTask.generate`` by ``la
    (mean |x_{t+1} - x_t| < ``gen_static_thr`` in normalised units) is rejected: all
    ``gen_max_tries`` candidates are drawn at once (or ``gen_tries_per_call`` at a time, until
    every sample has a moving one; optional config field, 0 / absent = all at once) and each
-   sample keeps its first moving candidate (candidate 0 if none moves: counted, logged and
-   returned in ``task.last_generation_report``); the threshold is fixed or a percentile of the
+   sample keeps its first moving candidate (if none moves: counted, logged and returned in
+   ``task.last_generation_report``, and ``model.gen_static_fallback`` says which is kept:
+   ``first``, candidate 0, the paper's; ``least_static``, the one whose least-moving unit moves
+   most); the threshold is fixed or a percentile of the
    train units' motion stored with the checkpoint (:func:`static_threshold`);
 4. beat warping: the units are beat-normalised (beats on frames 3, 11, 19, 27), so standard
    frame ``3 + 8k`` is mapped onto music beat frame ``b_k`` (frames, not seconds -- the
@@ -195,14 +197,25 @@ def triplet_motion(units):
   return jnp.abs(jnp.diff(units, axis=-2)).sum(axis=(-2, -1))
 
 
-def choose_candidates(units, thr):
+STATIC_FALLBACKS = ("first", "least_static")
+
+
+def choose_candidates(units, thr, fallback: str = "first"):
   """Per sample, the first of K candidate triplets whose 3 units all move at least ``thr``.
 
-  ``units`` (K, N, 3, T, P); a sample with no moving candidate keeps candidate 0 (as the
-  sequential redraw loop kept its first draw). Returns (chosen (N, 3, T, P), index (N,) int32).
+  ``units`` (K, N, 3, T, P). A sample with no moving candidate keeps, with ``fallback="first"``,
+  candidate 0 (as the sequential redraw loop kept its first draw: the paper's behaviour), with
+  ``"least_static"`` the candidate whose least-moving unit moves most (the nearest to passing
+  the rejection test). Returns (chosen (N, 3, T, P), index (N,) int32).
   """
-  ok = (triplet_motion(units) >= thr).all(axis=-1)          # (K, N)
+  if fallback not in STATIC_FALLBACKS:
+    raise ValueError(f"model.gen_static_fallback={fallback!r}: expected one of {STATIC_FALLBACKS}")
+  motion = triplet_motion(units)                             # (K, N, 3)
+  ok = (motion >= thr).all(axis=-1)                          # (K, N)
   idx = jnp.argmax(ok, axis=0).astype(jnp.int32)             # first True; 0 when none
+  if fallback == "least_static":
+    best = jnp.argmax(motion.min(axis=-1), axis=0).astype(jnp.int32)
+    idx = jnp.where(ok.any(axis=0), idx, best)
   chosen = jnp.take_along_axis(units, idx[None, :, None, None, None], axis=0)[0]
   return chosen, idx
 
@@ -219,21 +232,21 @@ def num_triplets_bucket(n: int, minimum: int = 8) -> int:
 TRACE_COUNTS = {"song": 0}
 
 
-def _song_fn(task, num_tries: int, per_call: int = 0):
+def _song_fn(task, num_tries: int, per_call: int = 0, fallback: str = "first"):
   """Jitted whole-song generator for ``num_tries`` candidates per triplet.
 
   (params, frozen, styles (B, S), init pose (N, P), rng key, thr, num_valid) -> units
   (B, N, 3, T, P): one ``lax.scan`` over B (bucketed) triplets carrying the last pose; triplet
   j < num_valid draws its K candidates with keys ``fold_in(fold_in(rng, j), k)`` in vmapped
   batches of ``per_call`` * N (0: all K in ONE batch) and keeps the first moving one
-  (:func:`choose_candidates`); with ``per_call < K`` a ``lax.while_loop`` stops drawing once
+  (:func:`choose_candidates`, with its ``fallback`` when none moves); with ``per_call < K`` a ``lax.while_loop`` stops drawing once
   every sample has one (same result, less compute when most first draws move). Padded
   triplets skip the networks (``lax.cond``) and give zeros.
   """
   K = int(num_tries)
   C = K if per_call <= 0 else min(int(per_call), K)
   cache = task.__dict__.setdefault("_d2m_song_fns", {})
-  fn = cache.get((K, C))
+  fn = cache.get((K, C, fallback))
   if fn is not None:
     return fn
   triplet = _triplet_body(task)
@@ -244,33 +257,37 @@ def _song_fn(task, num_tries: int, per_call: int = 0):
     N = initpose.shape[0]
 
     def draw_chunk(pose, key_j, style, c):
-      """Candidates c*C .. c*C+C-1: (first moving one (N,3,T,P), found (N,), first draw)."""
+      """Candidates c*C .. c*C+C-1: (first moving one, else the chunk's fallback (N,3,T,P),
+      found (N,), the chosen triplet's least unit motion (N,))."""
       attempts = c * C + jnp.arange(C)
       keys = jax.vmap(lambda a: jax.random.fold_in(key_j, a))(attempts)
       units = jax.vmap(triplet, in_axes=(None, None, None, None, 0))(
           params, frozen, style, pose, keys)                  # (C, N, 3, T, P)
       # attempts past K (last chunk when C does not divide K) never count as moving
       units_ok = jnp.where((attempts < K)[:, None, None, None, None], units, 0.0)
-      chosen, idx = choose_candidates(units_ok, thr)
+      chosen, _ = choose_candidates(units_ok, thr, fallback)   # ("first": chunk 0's attempt 0)
       found = (triplet_motion(units_ok) >= thr).all(-1).any(0)
-      return chosen, found, units[0]
+      return chosen, found, triplet_motion(chosen).min(-1)
 
     def draw(pose, j, style):
       key_j = jax.random.fold_in(rng, j)
       style = jnp.broadcast_to(style, (N, style.shape[-1]))
-      chosen, found, first = draw_chunk(pose, key_j, style, 0)
-      chosen = jnp.where(found[:, None, None, None], chosen, first)
+      chosen, found, score = draw_chunk(pose, key_j, style, 0)
       if n_chunks == 1:
         return chosen, found
 
       def more(carry):
-        c, chosen, found = carry
-        new, new_found, _ = draw_chunk(pose, key_j, style, c)
+        c, chosen, found, score = carry
+        new, new_found, new_score = draw_chunk(pose, key_j, style, c)
         take = new_found & ~found
-        return c + 1, jnp.where(take[:, None, None, None], new, chosen), found | new_found
+        if fallback == "least_static":   # none moved yet: keep the nearest to moving
+          take = take | (~found & ~new_found & (new_score > score))
+        return (c + 1, jnp.where(take[:, None, None, None], new, chosen), found | new_found,
+                jnp.where(take, new_score, score))
 
-      _, chosen, found = jax.lax.while_loop(
-          lambda carry: (carry[0] < n_chunks) & ~carry[2].all(), more, (jnp.int32(1), chosen, found))
+      _, chosen, found, _ = jax.lax.while_loop(
+          lambda carry: (carry[0] < n_chunks) & ~carry[2].all(), more,
+          (jnp.int32(1), chosen, found, score))
       return chosen, found
 
     def step(pose, xs):
@@ -287,7 +304,7 @@ def _song_fn(task, num_tries: int, per_call: int = 0):
     return out      # (units (B, N, 3, T, P), found (B, N): a moving candidate existed)
 
   fn = jax.jit(song)
-  cache[(K, C)] = fn
+  cache[(K, C, fallback)] = fn
   return fn
 
 
@@ -362,7 +379,8 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   idx = np.concatenate([idx, np.full(B - n_trip, idx[-1])])  # padding: skipped, dropped
   trip_styles = jnp.asarray(styles[idx], jnp.float32)       # (B, S)
   rng = jax.random.key(rng) if isinstance(rng, (int, np.integer)) else rng
-  fn = _song_fn(task, max(1, int(m.gen_max_tries)), int(m.get("gen_tries_per_call", 0)))
+  fallback = str(m.get("gen_static_fallback", "first"))
+  fn = _song_fn(task, max(1, int(m.gen_max_tries)), int(m.get("gen_tries_per_call", 0)), fallback)
   init = jnp.broadcast_to(jnp.asarray(initial_pose(m, st), jnp.float32), (N, P))
   units, found = executable_cache.call(
       "d2m_song", fn, (state.params, state.frozen, trip_styles, init, rng, jnp.float32(thr),
@@ -371,12 +389,13 @@ def generate(task, state, feats: Dict[str, np.ndarray], beats, num_frames: int, 
   static = int((~np.asarray(found[:n_trip])).sum())
   report = dict(triplets=n_trip * N, static_triplets=static, static_thr=thr_unit,
                 static_thr_source=thr_source, max_tries=int(m.gen_max_tries),
-                init_pose=str(m.get("gen_init_pose", "facing_mean")))
+                static_fallback=fallback, init_pose=str(m.get("gen_init_pose", "facing_mean")))
   task.last_generation_report = report
   if static:
     logging.warning("generate: %d of %d triplets had no moving candidate among %d (static "
-                    "threshold %.4g, %s); their first candidate was kept", static, n_trip * N,
-                    int(m.gen_max_tries), thr_unit, thr_source)
+                    "threshold %.4g, %s); kept: %s", static, n_trip * N, int(m.gen_max_tries),
+                    thr_unit, thr_source,
+                    "the first" if fallback == "first" else "the least static")
   seq = units.transpose(1, 0, 2, 3, 4).reshape(N, n_trip * 3 * T, P)
   out = beat_warp(seq, times)
   out = out * st["pose_std"] + st["pose_mean"]
