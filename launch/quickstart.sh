@@ -8,12 +8,13 @@
 # music style classifier (paper GRU-30) -> Dancing2Music decomposition (dance-unit VAE) ->
 # composition (music-to-movement GAN, using the style classifier) -> a new 30 s waltz ->
 # launch/generate.py -> RUN_DIR/dance.npz, dance.mp4 (with the music) and dance.gif.
-# Demo scale (GRU H=256, latents 128, a few hundred steps) so that it finishes in minutes on a
+# Demo scale (GRU H=256, latents 128, 800 + 100 steps) so that it finishes in minutes on a
 # 2-core CPU; the README gives the paper-size commands. Re-running resumes/reuses what exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/quickstart}
-STEPS=${STEPS:-200}
+DEC_STEPS=${DEC_STEPS:-800}     # decomposition updates (batch 16)
+COMP_STEPS=${COMP_STEPS:-100}   # composition updates (batch 32)
 T_START=$SECONDS
 T_STAGE=$SECONDS
 STAGE=""
@@ -46,22 +47,20 @@ $PY launch/train.py --config=configs/style_paper.py --workdir="$RUN/style" \
 # the CPU recipe (configs/d2m_*.py:cpu: demo size, beat-phase clock in the unit decoder, Adam
 # 2e-3, KL 1e-3, frozen stage-1 decoder in stage 2, calibrated static-unit threshold with the
 # least-static fallback) on the embedded dataset
-DEMO="--config.data.source=synthetic --config.num_train_steps=$STEPS --config.log_every_steps=25
-  --config.eval_every_steps=$STEPS --config.checkpoint_every_steps=$STEPS"
+DEMO="--config.data.source=synthetic --config.log_every_steps=25"
+every() { echo "--config.num_train_steps=$1 --config.eval_every_steps=$1 --config.checkpoint_every_steps=$1"; }
 stage "3/6 Dancing2Music decomposition (dance-unit VAE, demo size)"
-# 4 x STEPS updates at batch 16 (about twice the time of STEPS at batch 32): the unit VAE's
-# motion grows with the number of updates (docs/dancing2music.md, the quick start's experiments)
-DEC_STEPS=$((4 * STEPS))
-# shellcheck disable=SC2086
+# 800 updates at batch 16 (the unit VAE's motion grows with the number of updates; 100 at batch
+# 32 are enough for the composition to follow it: docs/dancing2music.md, the quick start's runs)
+# shellcheck disable=SC2046,SC2086
 $PY launch/train.py --config=configs/d2m_decomposition.py:cpu --workdir="$RUN/d2m_decomp" $DEMO \
-  --config.num_train_steps=$DEC_STEPS --config.eval_every_steps=$DEC_STEPS \
-  --config.checkpoint_every_steps=$DEC_STEPS --config.data.batch_size=16 \
-  --config.optim.kl_anneal_center=$((DEC_STEPS / 2))
+  $(every "$DEC_STEPS") --config.data.batch_size=16 --config.optim.kl_anneal_center=$((DEC_STEPS / 2))
 
 stage "4/6 Dancing2Music composition (music-to-movement GAN, demo size)"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2046,SC2086
 $PY launch/train.py --config=configs/d2m_composition.py:cpu --workdir="$RUN/d2m_comp" $DEMO \
-  --config.model.decomp_workdir="$RUN/d2m_decomp" --config.model.style_workdir="$RUN/style"
+  $(every "$COMP_STEPS") --config.model.decomp_workdir="$RUN/d2m_decomp" \
+  --config.model.style_workdir="$RUN/style"
 
 stage "5/6 a song no model has heard"
 $PY launch/make_song.py --style=W --seconds=30 --seed=2026 --out="$RUN/song.wav"
