@@ -132,11 +132,11 @@ def test_process_default_overrides_auto_only(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_input_projection_equals_the_einsum_and_its_autodiff(dtype):
-  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4))
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 4))     # time-major (T, B, D)
   w = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
   c = jax.random.normal(jax.random.PRNGKey(2), (5, 3, 6))
   new = lambda x, w: gru_seq_grad.input_projection(x, w, dtype)  # noqa: E731
-  old = lambda x, w: rnn.mixed_dot(x, w, dtype, "btd,dg->tbg")  # noqa: E731
+  old = lambda x, w: rnn.mixed_dot(x, w, dtype, "tbd,dg->tbg")  # noqa: E731
   np.testing.assert_allclose(new(x, w), old(x, w), rtol=1e-6)
   ga = jax.grad(lambda x, w: jnp.sum(new(x, w) * c), argnums=(0, 1))(x, w)
   gb = jax.grad(lambda x, w: jnp.sum(old(x, w) * c), argnums=(0, 1))(x, w)
@@ -145,7 +145,55 @@ def test_input_projection_equals_the_einsum_and_its_autodiff(dtype):
     np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == jnp.float32 else 2e-2, atol=1e-5)
   if dtype == jnp.float32:
     cx = np.asarray(c, np.float64)
-    np.testing.assert_allclose(ga[0], np.einsum("tbg,dg->btd", cx, np.asarray(w, np.float64)),
+    np.testing.assert_allclose(ga[0], np.einsum("tbg,dg->tbd", cx, np.asarray(w, np.float64)),
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ga[1], np.einsum("btd,tbg->dg", np.asarray(x, np.float64), cx),
+    np.testing.assert_allclose(ga[1], np.einsum("tbd,tbg->dg", np.asarray(x, np.float64), cx),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("constant_input", [False, True])
+def test_time_major_stack_equals_the_autodiff_path(monkeypatch, constant_input):
+  """The whole GRU module (2 bidirectional layers, inter-layer dropout on) with the written-out
+  backward -- run time-major, input bias added inside the steps, a constant input's gradient
+  summed in the reverse scan's carry -- against the batch-major autodiff path: the same
+  outputs, final states and dropout masks, and gradients equal up to float32 summation order."""
+  B, T, D, H = 3, 5, 2, 4
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, D) if constant_input else (B, T, D))
+  h0 = jax.random.normal(jax.random.PRNGKey(1), (4, B, H))
+  c = jax.random.normal(jax.random.PRNGKey(2), (B, T, 2 * H))
+  m = GRU(hidden=H, num_layers=2, bidirectional=True, dropout_rate=0.3)
+  kw = dict(constant_input=constant_input, length=T if constant_input else None)
+  params = m.init(jax.random.key(3), x, h0, **kw)["params"]
+
+  def run(choice):
+    monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", choice)
+
+    def loss(p, x):
+      out, hn = m.apply({"params": p}, x, h0, deterministic=False,
+                        rngs={"dropout": jax.random.key(4)}, **kw)
+      return jnp.sum(out * jnp.cos(out) * c) + jnp.sum(hn ** 2), (out, hn)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+
+  (va, (oa, ha)), ga = run("on")
+  (vb, (ob, hb)), gb = run("off")
+  np.testing.assert_allclose(oa, ob, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(ha, hb, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(va, vb, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_input_projection_second_order_equals_autodiff():
+  """A gradient penalty differentiates the projection's written-out backward again."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 4))
+  w = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
+
+  def penalty(f, w):
+    g = jax.grad(lambda x: jnp.sum(jnp.sin(f(x, w))))(x)
+    return jnp.sum(g ** 2)
+
+  new = lambda x, w: gru_seq_grad.input_projection(x, w, jnp.float32)  # noqa: E731
+  old = lambda x, w: rnn.mixed_dot(x, w, jnp.float32, "tbd,dg->tbg")  # noqa: E731
+  np.testing.assert_allclose(jax.grad(functools.partial(penalty, new))(w),
+                             jax.grad(functools.partial(penalty, old))(w), rtol=1e-5, atol=1e-5)
