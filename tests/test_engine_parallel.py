@@ -70,8 +70,13 @@ def test_mode_matches_single_device(mode, reference):
       jax.device_get(get_task(_config()).init_state(jax.random.PRNGKey(0), _batches()[0],
                                                     None).params)))]
   assert max(moved) > 1e-3 / 2  # the steps did change the parameters
+  # atol 1e-5 on parameters: Adam divides by sqrt(nu), so a weight whose gradient nearly cancels
+  # turns float32 summation-order noise into a visible step difference (with the CPU GRU's
+  # written-out backward one w_ih entry of 672 differs by 6.4e-6 after 4 steps at lr 1e-3;
+  # the autodiff path, D2M_GRU_GRAD=off, stays within 5e-6); a wrong reduction would be off by
+  # ~lr = 1e-3 in many entries.
   for a, b in zip(ref_leaves, leaves):
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=5e-6)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
   # The Adam moments agree too (the whole state, not only params).
   for a, b in zip(jax.tree.leaves(ref_state.opt_state), jax.tree.leaves(state.opt_state)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=5e-6)
