@@ -176,8 +176,8 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
   beats, no recomputation (evaluation on preprocessed test sequences). ``waveform16k`` is needed
   only when ``feature_names`` asks for it: a sequence stored without it (the portable export
   of a model that reads only its features, e.g. Dancing2Music's d2m28) gives an empty ``wave``.
-  A sequence without ``tempo`` gets the tempo of its beats (``portable.tempo_from_beats``)."""
-  from d2m_jax.data import portable  # pylint: disable=import-outside-toplevel
+  A sequence without ``tempo`` gets the tempo of its beats (``tempo.sequence_tempo``)."""
+  from d2m_jax.data import tempo  # pylint: disable=import-outside-toplevel
   num_frames = int(np.asarray(seq["pose"]).shape[0])
   feats: Dict[str, np.ndarray] = {}
   for n in feature_names:
@@ -190,8 +190,7 @@ def music_from_processed(seq: Dict[str, Any], feature_names: Sequence[str]) -> M
   return Music(path=str(seq.get("name", "<processed>")), wave=wave, sr=16000,
                fps=float(seq["fps"]), num_frames=num_frames, feats=feats,
                beats=np.asarray(seq["beats"], np.int64),
-               tempo_bpm=float(seq["tempo"]) if seq.get("tempo") is not None
-               else portable.tempo_from_beats(seq["beats"], float(seq["fps"])))
+               tempo_bpm=tempo.sequence_tempo(seq.get("tempo"), seq["beats"], float(seq["fps"])))
 
 
 def uses_beats(task) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from d2m_jax import generate
-from d2m_jax.data import pipeline, portable
+from d2m_jax.data import pipeline, portable, tempo
 from d2m_jax.data.errors import DataError
 from d2m_jax.metrics import evaluation as ev
 from d2m_jax.train import evaluators
@@ -134,8 +134,8 @@ def test_evaluate_launcher_from_portable_data(tiny_data_cfg, exports, tmp_path):
 
 def test_tempo_from_beats_when_a_sequence_has_none():
   beats = np.arange(3, 250, 12)               # a beat every 12 frames at 25 fps: 125 BPM
-  assert portable.tempo_from_beats(beats, 25.0) == pytest.approx(125.0, rel=1e-12)
-  assert portable.tempo_from_beats(beats[:1], 25.0) == 0.0
+  assert tempo.tempo_from_beats(beats, 25.0) == pytest.approx(125.0, rel=1e-12)
+  assert tempo.tempo_from_beats(beats[:1], 25.0) == 0.0
   seq = dict(name="s", pose=np.zeros((250, 23, 3), np.float32), fps=np.float32(25.0),
              beats=beats, d2m28=np.ones((250, 28), np.float32))
   music = generate.music_from_processed(seq, ("d2m28",))

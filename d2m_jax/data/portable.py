@@ -143,13 +143,6 @@ def export(processed_dir: str, out_path: str, *, kind: str, keys, f16_tol: float
   return info
 
 
-def tempo_from_beats(beats: np.ndarray, fps: float) -> float:
-  """Tempo (BPM) of a beat-frame sequence: ``60 fps / median interval``; 0 with < 2 beats (the
-  ingest convention for a sequence without music)."""
-  fpb = tempo_lib.frames_per_beat(beats)
-  return float(60.0 * fps / fpb) if np.isfinite(fpb) and fpb > 0 else 0.0
-
-
 class PortableData:
   """A portable file opened for reading: ``info``, ``manifest``, ``stats``, ``sequence(name)``."""
 
@@ -203,8 +196,7 @@ class PortableData:
     beats = self.beats(name)
     seq = dict(name=name, style=np.int32(rec["style"]), fps=np.float32(man["fps"]),
                skeleton=man["skeleton"], has_audio=np.int32(rec["has_audio"]), beats=beats,
-               tempo=np.float32(rec["tempo"] if rec.get("tempo") is not None
-                                else tempo_from_beats(beats, man["fps"])))
+               tempo=np.float32(tempo_lib.sequence_tempo(rec.get("tempo"), beats, man["fps"])))
     for k, shape in full.items():
       if k in self.array_names:
         v = self._z[f"seq/{name}/{k}"]

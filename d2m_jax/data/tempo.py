@@ -156,3 +156,16 @@ def frames_per_beat(beat_frames: np.ndarray) -> float:
   """Median interval of a beat sequence (motion frames per beat); nan with < 2 beats."""
   b = np.asarray(beat_frames, np.float64).reshape(-1)
   return float(np.median(np.diff(b))) if b.shape[0] >= 2 else float("nan")
+
+
+def tempo_from_beats(beats: np.ndarray, fps: float) -> float:
+  """Tempo (BPM) of a beat-frame sequence: ``60 fps / median interval``; 0 with < 2 beats (the
+  ingest convention for a sequence without music)."""
+  fpb = frames_per_beat(beats)
+  return float(60.0 * fps / fpb) if np.isfinite(fpb) and fpb > 0 else 0.0
+
+
+def sequence_tempo(tempo, beats: np.ndarray, fps: float) -> float:
+  """A sequence's stored tempo, or (None: a record or portable export without one) the tempo of
+  its beats."""
+  return float(tempo) if tempo is not None else tempo_from_beats(beats, fps)

@@ -139,8 +139,7 @@ def split_items(data_cfg, split: str, *, need: Sequence[str] = ()):
   ``unseen.TestSequence``s, from the portable file or the processed dataset
   (:func:`split_sequences`)."""
   from d2m_jax.metrics import unseen  # pylint: disable=import-outside-toplevel
-  return [unseen.TestSequence(str(s["name"]), int(s["style"]), True, s)
-          for s in split_sequences(data_cfg, split, need=need) if int(s["has_audio"])]
+  return unseen.with_audio(split_sequences(data_cfg, split, need=need))
 
 
 def musics_of(items, feature_names: Sequence[str]):

@@ -64,10 +64,12 @@ def load_raw_dir(raw_dir: str, *, log: Callable[[str], None] = print) -> List[Te
   return out
 
 
+def with_audio(seqs) -> List[TestSequence]:
+  """The processed-sequence dicts with audio among ``seqs`` as :class:`TestSequence`s."""
+  return [TestSequence(str(s["name"]), int(s["style"]), True, s) for s in seqs
+          if int(s["has_audio"])]
+
+
 def load_processed_split(processed_dir: str, split: str = "test") -> List[TestSequence]:
   """The sequences with audio of one split of a processed dataset (``seq/<name>.npz``)."""
-  out = []
-  for seq in ingest.split_sequences(processed_dir, split):
-    if int(seq["has_audio"]):
-      out.append(TestSequence(seq["name"], int(seq["style"]), True, seq))
-  return out
+  return with_audio(ingest.split_sequences(processed_dir, split))
