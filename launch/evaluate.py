@@ -98,14 +98,6 @@ def _real_data_config():
   return cfg
 
 
-def _processed_real_data(cfg):
-  """(train EvalSequences, test EvalSequences, test items) of ``cfg`` (_real_data_config)."""
-  from d2m_jax.metrics import evaluation as ev  # pylint: disable=import-outside-toplevel
-  train = [ev.eval_sequence(s) for s in ev.split_sequences(cfg, "train")]
-  items = ev.split_items(cfg, "test")
-  return train, [ev.eval_sequence(it.processed) for it in items], items
-
-
 def _evals_of(workdir: str, names) -> int:
   """``--evals_of``: the workdir's own evaluators on its latest checkpoint."""
   from d2m_jax import files  # pylint: disable=import-outside-toplevel
@@ -194,7 +186,7 @@ def main(argv):
         print(f"warning: {FLAGS.test_raw_dir} has sequence names of the training split: {seen}")
     elif use_processed:
       data_cfg = _real_data_config()
-      train, test, items = _processed_real_data(data_cfg)
+      train, test, items = ev.split_inputs(data_cfg, "test")
       gen_seqs = test
     else:
       data = ev.load_real_sequences(FLAGS.raw_dir, split_seed=FLAGS.split_seed)

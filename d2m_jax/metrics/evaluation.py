@@ -157,13 +157,19 @@ class MetricInputs:
   musics: list
 
 
-def metric_inputs(data_cfg, split: str, feature_names: Sequence[str] = ()) -> MetricInputs:
-  """:class:`MetricInputs` of ``split`` from ``data_cfg`` (portable file or processed dataset):
-  what both ``launch/evaluate.py`` and the ``dance_metrics`` evaluator score."""
+def split_inputs(data_cfg, split: str, need: Sequence[str] = ()):
+  """(train-split EvalSequences, ``split``'s EvalSequences, its items) from ``data_cfg`` (portable
+  file or processed dataset): the sequences ``launch/evaluate.py`` and :func:`metric_inputs` score."""
   train = [eval_sequence(s) for s in split_sequences(data_cfg, "train")]
-  items = split_items(data_cfg, split, need=tuple(feature_names))
-  return MetricInputs(train, [eval_sequence(it.processed) for it in items],
-                      musics_of(items, feature_names))
+  items = split_items(data_cfg, split, need=tuple(need))
+  return train, [eval_sequence(it.processed) for it in items], items
+
+
+def metric_inputs(data_cfg, split: str, feature_names: Sequence[str] = ()) -> MetricInputs:
+  """:class:`MetricInputs` of ``split`` (:func:`split_inputs` plus each sequence's generator
+  music): what the ``dance_metrics`` evaluator scores."""
+  train, seqs, items = split_inputs(data_cfg, split, need=feature_names)
+  return MetricInputs(train, seqs, musics_of(items, feature_names))
 
 
 def processed_test_sequences(split: str = "test"):
