@@ -57,6 +57,9 @@ flags.DEFINE_list("evals", [], "With --evals_of: the evaluator names to run (def
 flags.DEFINE_multi_string("add_eval", [], "With --evals_of: NAME,KIND,SPLIT,EVERY_STEPS adds "
                           "an evaluator to the workdir's config.evals for this evaluation (e.g. "
                           "paper_test,dance_metrics,test,0), repeatable.")
+flags.DEFINE_multi_string("set_gen", [], "With --evals_of: model.gen_KEY=VALUE, a generation "
+                          "setting to score on the checkpoint instead of its own (e.g. "
+                          "model.gen_style_mode=sliding), repeatable.")
 flags.DEFINE_string("portable", None, "A portable export made with launch/export_data.py "
                     "--for_eval: read the train/test sequences from it (no processed dataset, "
                     "TensorFlow or librosa); with --evals_of it replaces the workdir's "
@@ -110,6 +113,7 @@ def _evals_of(workdir: str, names) -> int:
       with cfg.unlocked():
         cfg.data.portable = os.path.abspath(FLAGS.portable)
     evaluators.add_evals(cfg, FLAGS.add_eval)
+    gen_settings = evaluators.set_generation(cfg, FLAGS.set_gen)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -123,7 +127,8 @@ def _evals_of(workdir: str, names) -> int:
     print(f"{name}: {evaluators.describe(metrics)}", flush=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   path = os.path.join(FLAGS.out_dir, "eval.json")
-  files.write_json(path, dict(workdir=workdir, step=int(state.step), evals=results), indent=1)
+  files.write_json(path, dict(workdir=workdir, step=int(state.step), set_gen=gen_settings,
+                              evals=results), indent=1)
   print(f"wrote {path}")
   return 0
 
@@ -139,8 +144,8 @@ def main(argv):
     return 2
   if FLAGS.evals_of:
     return _evals_of(FLAGS.evals_of, FLAGS.evals)
-  if FLAGS.add_eval:
-    print("error: --add_eval needs --evals_of=WORKDIR", file=sys.stderr)
+  if FLAGS.add_eval or FLAGS.set_gen:
+    print("error: --add_eval and --set_gen need --evals_of=WORKDIR", file=sys.stderr)
     return 2
   if FLAGS.portable and (FLAGS.test_raw_dir or FLAGS.style_model):
     print("error: --portable reads the pose, root, beats and generation features of its "

@@ -204,6 +204,14 @@ def test_evaluate_state_reproduces_the_loops_final_evaluation(tiny_data_cfg, tmp
   assert r.returncode == 0, r.stderr[-2000:]
   cli = json.loads((tmp_path / "ev" / "eval.json").read_text())["evals"]["test"]
   np.testing.assert_allclose(cli["loss"], final["loss"], rtol=1e-6)
+  # --set_gen on a model without generation settings: one error line, exit 2, nothing written
+  r = subprocess.run([sys.executable, os.path.join(repo, "launch", "evaluate.py"),
+                      f"--evals_of={tmp_path}", f"--out_dir={tmp_path / 'ev2'}",
+                      "--set_gen=model.gen_max_tries=3"],
+                     capture_output=True, text=True, cwd=repo, timeout=600, check=False)
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1].startswith("error: --set_gen='model.gen_max_tries=3'")
+  assert not (tmp_path / "ev2" / "eval.json").exists()
 
 
 def test_time_to_target_counts_accumulated_updates(tmp_path):

@@ -161,3 +161,26 @@ def test_add_evals_keeps_the_historical_pair_and_names_bad_specs():
     with pytest.raises(ValueError, match=why) as e:
       evaluators.add_evals(config, [bad])
     assert str(e.value).startswith(f"--add_eval={bad!r}")
+
+
+def test_set_generation_takes_each_fields_type_and_names_bad_settings():
+  """``--set_gen=model.gen_KEY=VALUE`` (launch/evaluate.py --evals_of): the composition's
+  generation settings change with their own types; other keys and bad values are refused."""
+  from d2m_jax import configs
+  config = configs.module("d2m_composition").get_config("cpu")
+  got = evaluators.set_generation(config, [
+      "model.gen_style_mode=sliding", "model.gen_max_tries=5",
+      "model.gen_static_percentile=25", "model.gen_init_pose=mean"])
+  assert got == {"model.gen_style_mode": "sliding", "model.gen_max_tries": 5,
+                 "model.gen_static_percentile": 25.0, "model.gen_init_pose": "mean"}
+  m = config.model
+  assert (m.gen_style_mode, m.gen_max_tries, m.gen_static_percentile, m.gen_init_pose) == (
+      "sliding", 5, 25.0, "mean")
+  assert isinstance(m.gen_max_tries, int) and isinstance(m.gen_static_percentile, float)
+  assert evaluators.set_generation(config, []) == {}
+  for bad, why in (("model.hidden=3", "gen_max_tries"), ("model.gen_nope=1", "expected"),
+                   ("model.gen_max_tries", "expected"),
+                   ("model.gen_max_tries=many", "does not parse as int")):
+    with pytest.raises(ValueError, match=why) as e:
+      evaluators.set_generation(config, [bad])
+    assert str(e.value).startswith(f"--set_gen={bad!r}")

@@ -128,6 +128,39 @@ def add_evals(config: ml_collections.ConfigDict, texts) -> list:
   return names
 
 
+SET_GEN_FORMAT = "model.gen_KEY=VALUE"
+
+
+def set_generation(config: ml_collections.ConfigDict, texts) -> Dict[str, Any]:
+  """Applies the launchers' ``--set_gen=model.gen_KEY=VALUE`` to ``config`` in place and returns
+  ``{key: value}``: a generation setting (static threshold, style mode, candidates, first frame)
+  scored on a trained checkpoint without retraining. Only ``model.gen_*`` keys the config already
+  has (the rest would not match the checkpoint); the value takes that field's type. ValueError
+  naming the flag otherwise."""
+  out = {}
+  for text in list(texts or ()):
+    key, sep, raw = str(text).partition("=")
+    field = key[len("model."):]
+    if not sep or not key.startswith("model.gen_") or field not in config.model:
+      known = sorted(k for k in config.model.keys() if k.startswith("gen_"))
+      raise ValueError(f"--set_gen={text!r}: expected {SET_GEN_FORMAT} with KEY one of {known}")
+    old = config.model[field]
+    try:
+      if isinstance(old, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+          raise ValueError(raw)
+        value = raw.lower() in ("true", "1")
+      else:
+        value = type(old)(raw) if old is not None else raw
+    except ValueError:
+      raise ValueError(f"--set_gen={text!r}: {raw!r} does not parse as {type(old).__name__} "
+                       f"(model.{field} is {old!r})") from None
+    with config.unlocked():
+      config.model[field] = value
+    out[key] = value
+  return out
+
+
 def applicable(task, spec) -> bool:
   """Whether ``task`` can run an evaluator of this spec (task_eval needs an eval_step)."""
   need = {"task_eval": "eval_step", "motion_ratio": "motion_rows",
