@@ -48,6 +48,36 @@ def test_seq_grad_equals_autodiff_f32(const, reverse, unroll):
     np.testing.assert_allclose(a, c, rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_per_step_bias_of_a_constant_input_equals_autodiff(reverse):
+  """A constant input plus a per-step term shared by the batch (x_bias (T, 3H), the beat-phase
+  clock): the written-out backward (input kept constant, the term's gradient summed over the
+  batch in the reverse scan) against autodiff of the broadcast time-major projection, outputs
+  and the gradients of all five inputs, the (T, 3H) term's included."""
+  T, B, H = 6, 3, 4
+  xp, h0, w, b = _inputs(1, T, B, H, True)
+  bx = jax.random.normal(jax.random.PRNGKey(9), (T, 3 * H))
+
+  def run(sg):
+    def f(xp, h0, w, b, bx):
+      ys, h_t = rnn.recurrent_scan("gru", xp, h0, w, b, reverse=reverse, length=T,
+                                   seq_grad=sg, x_bias=bx)
+      return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(jnp.sin(3.0 * h_t)), ys
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True))(
+        xp, h0, w, b, bx)
+
+  (va, ya), ga = run("on")
+  (vb, yb), gb = run("off")
+  ref, _ = rnn.recurrent_scan("gru", xp[None] + bx[:, None], h0, w, b, reverse=reverse,
+                              seq_grad="off")
+  np.testing.assert_allclose(ya, ref, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(yb, ref, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(va, vb, rtol=1e-6)
+  assert ga[4].shape == (T, 3 * H)
+  for a, c in zip(ga, gb):
+    np.testing.assert_allclose(a, c, rtol=2e-5, atol=2e-6)
+
+
 def test_seq_grad_matches_float64_central_differences():
   """d(loss)/d(params) of the GRU module (the CPU default takes the written-out backward)
   against central differences of the float64 numpy reference, every parameter entry."""

@@ -44,15 +44,19 @@ def test_gru_constant_input_equals_repeated_input():
   np.testing.assert_allclose(ha, hb, atol=1e-6)
 
 
-def test_gru_step_input_equals_concatenated_input():
+@pytest.mark.parametrize("seq_grad,bidir", [("on", False), ("on", True), ("off", True)])
+def test_gru_step_input_equals_concatenated_input(monkeypatch, seq_grad, bidir):
   """constant z plus a shared per-step clock == the GRU on concat(z, clock[t]) at every step
-  (the beat-phase decoder's input), outputs and gradients."""
+  (the beat-phase decoder's input), outputs and gradients; with the written-out backward (the
+  CPU default: the clock as a per-step bias of a constant input) and with autodiff."""
+  from d2m_jax.nn import rnn
+  monkeypatch.setattr(rnn, "SEQ_GRAD_DEFAULT", seq_grad)
   B, T, D, D2, H = 2, 5, 4, 3, 6
   rng = np.random.default_rng(1)
   z = rng.normal(size=(B, D)).astype(np.float32)
   clock = rng.normal(size=(T, D2)).astype(np.float32)
   full = np.concatenate([np.repeat(z[:, None], T, 1), np.repeat(clock[None], B, 0)], -1)
-  m = GRU(hidden=H, num_layers=2)
+  m = GRU(hidden=H, num_layers=2, bidirectional=bidir)
   params = m.init(jax.random.key(0), full)
 
   def loss_full(p):

@@ -46,19 +46,23 @@ Array = jax.Array
 def _forward(xproj, h0, w, b, b_x, reverse, unroll, dtype, length, keep):
   """The scan. ``keep``: also return the per-step (h, r, z, n, hn) for the backward. ``b_x``
   (the input projection's bias) is added to each step's ``xproj`` inside the step: the same
-  float32 sum as adding it to the whole (T, B, 3H) array first, without that extra pass."""
+  float32 sum as adding it to the whole (T, B, 3H) array first, without that extra pass. With a
+  constant input ``b_x`` may be per step, (T, 3H): a term every sequence shares (a clock)."""
   wc = w.astype(dtype)
   bf = b.astype(jnp.float32)
 
-  def step(h, xp):
-    out = gru_gates(xp.astype(jnp.float32) + b_x, mixed_dot(h, wc, dtype) + bf, h)
+  def step(h, xp, bx):
+    out = gru_gates(xp.astype(jnp.float32) + bx, mixed_dot(h, wc, dtype) + bf, h)
     return out[0], (out if keep else out[0])
 
   if length is not None:  # constant input: the same projection at every step
     const = xproj
-    body = lambda h, _: step(h, const)  # noqa: E731
+    if b_x.ndim == 2:   # ... plus a per-step term shared by the batch
+      return jax.lax.scan(lambda h, bx: step(h, const, bx), h0, b_x, reverse=reverse,
+                          unroll=unroll)
+    body = lambda h, _: step(h, const, b_x)  # noqa: E731
     return jax.lax.scan(body, h0, None, length=length, reverse=reverse, unroll=unroll)
-  return jax.lax.scan(step, h0, xproj, reverse=reverse, unroll=unroll)
+  return jax.lax.scan(lambda h, xp: step(h, xp, b_x), h0, xproj, reverse=reverse, unroll=unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
@@ -67,7 +71,9 @@ def gru_layer_seq_grad(xproj: Array, h0: Array, w_hh: Array, b_hh: Array, b_x: A
   """One GRU layer/direction: (outputs (T, B, H) float32, final state (B, H)).
 
   Arguments as :func:`d2m_jax.nn.rnn.recurrent_scan` (``xproj`` time-major (T, B, 3H), or
-  (B, 3H) with ``length`` for a constant input; ``b_x`` (3H,) float32 added to it per step).
+  (B, 3H) with ``length`` for a constant input; ``b_x`` (3H,) float32 added to it per step,
+  or with a constant input (T, 3H): a per-step term shared by the batch, whose gradient is
+  summed over the batch inside the reverse scan).
   """
   h_t, ys = _forward(xproj, h0, w_hh, b_hh, b_x, reverse, unroll, dtype, length, keep=False)
   return ys, h_t
@@ -90,6 +96,7 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
   w_t = jnp.transpose(w_hh.astype(dtype))
 
   const = length is not None
+  per_step_bias = const and b_x.ndim == 2
 
   def step(carry, inp):
     dh_next, dx_sum = carry
@@ -102,6 +109,8 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
     dg_h = jnp.concatenate([da_r, da_z, da_n * r_], axis=-1)
     dg_x = jnp.concatenate([da_r, da_z, da_n], axis=-1)
     dh_prev = dh * z_ + mixed_dot(dg_h, w_t, dtype)
+    if per_step_bias:   # and the shared per-step term's: the sum over the batch, per step
+      return (dh_prev, dx_sum + dg_x), (jnp.sum(dg_x, axis=0), dg_h)
     if const:   # a constant input's gradient is the sum over steps: kept in the carry
       return (dh_prev, dx_sum + dg_x), dg_h
     return (dh_prev, dx_sum), (dg_x, dg_h)
@@ -111,7 +120,13 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
   (dh0, dx_sum), stacked = jax.lax.scan(step, (d_ht.astype(jnp.float32), zero),
                                         (d_ys.astype(jnp.float32), r, z, n, hn, h_prev),
                                         reverse=not reverse, unroll=unroll)
-  dg_x, dg_h = (None, stacked) if const else stacked
+  db_steps = None
+  if per_step_bias:
+    db_steps, dg_h = stacked
+  elif const:
+    dg_h = stacked
+  else:
+    dg_x, dg_h = stacked
   T, B, G = dg_h.shape
   H = h0.shape[-1]
   dw = jax.lax.dot_general(h_prev.reshape(T * B, H).astype(dtype),
@@ -119,7 +134,7 @@ def _bwd(reverse, unroll, dtype, length, res, cts):
                            (((0,), (0,)), ((), ()))).astype(jnp.float32)
   dx = dx_sum if const else dg_x
   db = jnp.sum(dg_h, axis=(0, 1))
-  db_x = jnp.sum(dx, axis=tuple(range(dx.ndim - 1)))
+  db_x = db_steps if per_step_bias else jnp.sum(dx, axis=tuple(range(dx.ndim - 1)))
   return (dx.astype(xproj.dtype), dh0.astype(h0.dtype), dw.astype(w_hh.dtype),
           db.astype(b_hh.dtype), db_x.astype(b_x.dtype))
 

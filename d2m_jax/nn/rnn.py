@@ -189,11 +189,17 @@ def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
       :mod:`d2m_jax.nn.gru_seq_grad` (``auto``: on CPU; :func:`use_seq_grad`).
     x_bias: optional (G*H,) bias of the input projection, not yet added to ``xproj``: the
       written-out GRU backward adds it inside each step (no pass over the whole projection),
-      the other paths to ``xproj`` first; the same float32 sums either way.
+      the other paths to ``xproj`` first; the same float32 sums either way. With a constant
+      input it may be (T, G*H), a per-step term every sequence shares (a clock): the written-out
+      backward keeps the input constant and sums that term's gradient over the batch in its
+      reverse scan; the other paths broadcast it into a time-major (T, B, G*H) projection.
   Returns:
     (outputs (T, B, H) float32, final carry).
   """
   impl = resolve_impl(impl, kind, w_hh.shape[0])
+  per_step = x_bias is not None and length is not None and x_bias.ndim == 2
+  if per_step and not (kind == "gru" and impl != "pallas" and use_seq_grad(seq_grad)):
+    xproj, x_bias, length = xproj[None] + x_bias[:, None].astype(xproj.dtype), None, None
   if impl == "pallas":
     return rnn_pallas.gru_layer_pallas(xproj, carry0, w_hh, b_hh, reverse=reverse, dtype=dtype,
                                        length=length)
@@ -317,11 +323,13 @@ class _RNNBase(nn.Module):
                     initial_state[1][idx].astype(jnp.float32))
         wi = w_ih
         if constant_input and layer == 0 and step_input is not None:
+          # constant part (B, G*H) once, the clock's (T, G*H) once: recurrent_scan adds them
+          # per step (the written-out backward keeps the input constant; see x_bias there)
           D = layer_in.shape[-1]
-          xp = (mixed_dot(step_input, wi[D:], self.dtype)[:, None]
-                + (mixed_dot(layer_in, wi[:D], self.dtype) + b_ih)[None])   # (T, B, G*H)
-          ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
-                                     unroll=self.unroll, dtype=self.dtype, impl=self.impl)
+          clock = mixed_dot(step_input, wi[D:], self.dtype) + b_ih
+          ys, carry = recurrent_scan(self.kind, mixed_dot(layer_in, wi[:D], self.dtype), carry0,
+                                     w_hh, b_hh, reverse=bool(d), unroll=self.unroll,
+                                     dtype=self.dtype, length=T, impl=self.impl, x_bias=clock)
         elif constant_input and layer == 0:
           xp = mixed_dot(layer_in, wi, self.dtype) + b_ih
           ys, carry = recurrent_scan(self.kind, xp, carry0, w_hh, b_hh, reverse=bool(d),
