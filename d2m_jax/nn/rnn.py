@@ -197,15 +197,15 @@ def recurrent_scan(kind: str, xproj: Array, carry0, w_hh: Array, b_hh: Array, *,
     (outputs (T, B, H) float32, final carry).
   """
   impl = resolve_impl(impl, kind, w_hh.shape[0])
-  per_step = x_bias is not None and length is not None and x_bias.ndim == 2
-  if per_step and not (kind == "gru" and impl != "pallas" and use_seq_grad(seq_grad)):
+  written_out = kind == "gru" and impl != "pallas" and use_seq_grad(seq_grad)
+  if x_bias is not None and length is not None and x_bias.ndim == 2 and not written_out:
     xproj, x_bias, length = xproj[None] + x_bias[:, None].astype(xproj.dtype), None, None
   if impl == "pallas":
     return rnn_pallas.gru_layer_pallas(xproj, carry0, w_hh, b_hh, reverse=reverse, dtype=dtype,
                                        length=length)
   steps = length if length is not None else xproj.shape[0]
   unroll = scan_unroll(impl, steps, unroll)
-  if kind == "gru" and use_seq_grad(seq_grad):
+  if written_out:
     b_x = (jnp.zeros(b_hh.shape, jnp.float32) if x_bias is None
            else x_bias.astype(jnp.float32))
     return gru_seq_grad.gru_layer_seq_grad(xproj, carry0, w_hh, b_hh, b_x, reverse, unroll,
