@@ -319,7 +319,7 @@ def load_dance(path: str) -> Dict[str, Any]:
   return out
 
 
-def load_generator(checkpoint: str, *, config=None, step: Optional[int] = None):
+def load_generator(checkpoint: str, *, config=None, step=None):
   """(task, state, config, restore seconds, source) of a training workdir, restored once.
 
   Uses the workdir's generator export when there is one for the checkpoint (``source ==
@@ -377,7 +377,7 @@ def generate_song(task, state, config, music_path: str, out_path: str, *, checkp
 
 def generate_from_checkpoint(music_path: str, checkpoint: str, out_path: str, *,
                              config=None, num_samples: int = 1, seed: int = 0,
-                             render: bool = False, step: Optional[int] = None,
+                             render: bool = False, step=None,
                              max_seconds: Optional[float] = None) -> Dict[str, Any]:
   """The whole command: song file + training workdir -> .npz (and optionally .mp4/.gif).
 
@@ -424,7 +424,7 @@ def folder_outputs(folder: str, songs: Sequence[str], out_dir: str) -> list:
 
 def generate_folder(folder: str, checkpoint: str, out_dir: str, *, config=None,
                     num_samples: int = 1, seed: int = 0, render: bool = False,
-                    step: Optional[int] = None, log=None) -> Dict[str, Any]:
+                    step=None, log=None) -> Dict[str, Any]:
   """Every song under ``folder`` -> ``out_dir`` (mirroring sub-folders), in ONE process: the
   generator is restored once and the compiled programs are reused across songs.
 

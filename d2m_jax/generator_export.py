@@ -164,15 +164,16 @@ def load(workdir: str, step: int) -> Optional[GenerationState]:
   return GenerationState(_unflatten(out), int(step))
 
 
-def restore_for_generation(workdir: str, *, config=None, step: Optional[int] = None,
-                           log=None):
-  """(state, config, task, source) for generating from a training workdir.
+def restore_for_generation(workdir: str, *, config=None, step=None, log=None):
+  """(state, config, task, source) for generating from a training workdir; ``step``: None (the
+  latest), an int or ``"best"`` (:func:`d2m_jax.train.checkpoint.resolve_step`).
 
   ``source`` is ``"export"`` when the generator export of the checkpoint was used, else
   ``"checkpoint"`` (the full orbax restore; the export is then written for the next call).
   """
   from d2m_jax.tasks import get_task, restore_workdir  # pylint: disable=import-outside-toplevel
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  step = checkpoint.resolve_step(workdir, step)
   if config is None:
     config = checkpoint.load_config(workdir)
   want = latest_step(workdir) if step is None else int(step)

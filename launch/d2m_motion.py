@@ -27,6 +27,8 @@ flags.DEFINE_string("split", "test", "Data split whose units are used.")
 flags.DEFINE_integer("num_examples", 96, "Examples (3 units each) from the start of the split.")
 flags.DEFINE_integer("seed", 0, "PRNG seed of the sampled latents.")
 flags.DEFINE_string("out", None, "Optional JSON output path.")
+flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (WORKDIR/best.json, written with "
+                    "config.keep_best); default: the latest.")
 flags.DEFINE_string("dance", None, "A launch/generate.py .npz: print its motion ratio against "
                     "the workdir's training data instead.")
 flags.mark_flags_as_required(["workdir"])
@@ -47,7 +49,11 @@ def main(argv):
     return 2
   if FLAGS.dance:
     return dance_ratio(FLAGS.workdir, FLAGS.dance)
-  state, cfg, task = restore_workdir(FLAGS.workdir)
+  try:
+    state, cfg, task = restore_workdir(FLAGS.workdir, step=FLAGS.step)
+  except ValueError as e:
+    print(f"error: --step={FLAGS.step}: {e}", file=sys.stderr)
+    return 2
   if cfg.task != "d2m_composition":
     print(f"error: {FLAGS.workdir}: task {cfg.task!r}, expected d2m_composition", file=sys.stderr)
     return 2

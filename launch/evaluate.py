@@ -60,6 +60,9 @@ flags.DEFINE_multi_string("add_eval", [], "With --evals_of: NAME,KIND,SPLIT,EVER
 flags.DEFINE_multi_string("set_gen", [], "With --evals_of: model.gen_KEY=VALUE, a generation "
                           "setting to score on the checkpoint instead of its own (e.g. "
                           "model.gen_style_mode=sliding), repeatable.")
+flags.DEFINE_string("step", None, "The checkpoint of --evals_of / every --model workdir: a "
+                    "step, or 'best' (the step WORKDIR/best.json names, config.keep_best); "
+                    "default: the latest.")
 flags.DEFINE_string("portable", None, "A portable export made with launch/export_data.py "
                     "--for_eval: read the train/test sequences from it (no processed dataset, "
                     "TensorFlow or librosa); with --evals_of it replaces the workdir's "
@@ -114,10 +117,11 @@ def _evals_of(workdir: str, names) -> int:
         cfg.data.portable = os.path.abspath(FLAGS.portable)
     evaluators.add_evals(cfg, FLAGS.add_eval)
     gen_settings = evaluators.set_generation(cfg, FLAGS.set_gen)
+    step = checkpoint.resolve_step(workdir, FLAGS.step)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  state, cfg, task = restore_workdir(workdir, config=cfg)
+  state, cfg, task = restore_workdir(workdir, config=cfg, step=step)
   try:
     results = evaluators.evaluate_state(cfg, task, state, names)
   except ValueError as e:
@@ -161,9 +165,11 @@ def main(argv):
 
   from d2m_jax.tasks import (DANCE_CLASSIFIER_TASKS, GENERATOR_TASKS,  # pylint: disable=import-outside-toplevel
                              STYLE_MODEL_TASKS)
-  from d2m_jax.train import cli, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import checkpoint, cli  # pylint: disable=import-outside-toplevel
+  from d2m_jax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   try:
     models = _workdirs(FLAGS.model, "model", True, GENERATOR_TASKS)
+    model_steps = {name: checkpoint.resolve_step(wd, FLAGS.step) for name, wd in models}
     style_models = _workdirs(FLAGS.style_model, "style_model", False, STYLE_MODEL_TASKS)
     if FLAGS.style_classifier:
       workdir_lib.check_trained_workdir(FLAGS.style_classifier, "--style_classifier",
@@ -217,7 +223,7 @@ def main(argv):
         clf_info["test_clip_accuracy"] = rows["real test (real-vs-real)"]["style_acc"]
   for name, wd in models:
     t0 = time.perf_counter()
-    state, cfg, task = restore_workdir(wd)
+    state, cfg, task = restore_workdir(wd, step=model_steps[name])
     fps = generate.task_fps(task)
     names = tuple(task.generation_features)
     if FLAGS.test_raw_dir or use_processed:

@@ -40,7 +40,8 @@ flags.DEFINE_string("checkpoint", None, "Training workdir holding checkpoints/ a
 flags.DEFINE_string("out", None, "Output .npz path.")
 flags.DEFINE_integer("num_samples", 1, "Dances to generate for the song (one batched call).")
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (the step WORKDIR/best.json "
+                    "names: config.keep_best); default: the latest.")
 flags.DEFINE_bool("render", False, "Also write OUT.mp4 (with the music) and OUT.gif.")
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "

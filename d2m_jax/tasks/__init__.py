@@ -26,11 +26,13 @@ def _task_module(name: str):
 
 
 def restore_workdir(workdir: str, *, config: Optional[ml_collections.ConfigDict] = None,
-                    step: Optional[int] = None):
+                    step=None):
   """(state, config, task) of a training workdir: reads its ``config.json`` (unless ``config``
-  is given), builds the Task and restores the latest (or ``step``) checkpoint onto the default
-  device. The entry point for generation/evaluation code."""
+  is given), builds the Task and restores the latest (or ``step``: an int or ``"best"``,
+  :func:`d2m_jax.train.checkpoint.resolve_step`) checkpoint onto the default device. The entry
+  point for generation/evaluation code."""
   from d2m_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+  step = checkpoint.resolve_step(workdir, step)
   if config is None:
     config = checkpoint.load_config(workdir)
   return checkpoint.restore_state(workdir, task_for_workdir(config, workdir, step=step), config,

@@ -16,6 +16,8 @@ LogMetrics           every ``log_every_steps`` and when stopping: pulls the inte
                      off the device (the loop's only sync), NaN/inf check, means, rates
 Evaluate             ``config.evals`` at their cadence; at the end the ``final`` ones
 TargetCheck          ``config.target`` met -> ``time_to_target.json``, stop ``target``
+KeepBest             ``config.keep_best``: a new best evaluation is checkpointed, protected from
+                     pruning and named in ``best.json`` (``d2m_jax/train/best.py``)
 Checkpoint           every ``checkpoint_every_steps`` and when stopping (state checked finite)
 Profile              ``config.profile_steps = (first, count)``: a ``jax.profiler`` trace
 ===================  =========================================================================
@@ -98,6 +100,7 @@ class Run:
   pending: List[Any] = dataclasses.field(default_factory=list)  # (step, device metrics)
   scalars: Dict[str, float] = dataclasses.field(default_factory=dict)  # latest logged values
   scalars_step: int = -1
+  scalar_steps: Dict[str, int] = dataclasses.field(default_factory=dict)  # key -> its last step
   last_saved: Optional[int] = None
 
   @property
@@ -122,6 +125,7 @@ class Run:
     self.writer.write_scalars(step, row)
     self.scalars.update(scalars)
     self.scalars_step = step
+    self.scalar_steps.update(dict.fromkeys(scalars, step))
 
 
 class Action:
@@ -357,8 +361,8 @@ class Checkpoint(Action):
     self.log_metrics = log_metrics
 
   def __call__(self, run, step, state):
-    if _due(step, self.every) or run.stopping(step):
-      self.save(run, step, state)
+    if (_due(step, self.every) or run.stopping(step)) and run.last_saved != step:
+      self.save(run, step, state)   # (KeepBest may have saved this step already)
 
   def end(self, run, step, state):
     if run.last_saved != step:
@@ -422,7 +426,13 @@ def default_actions(run: Run, handler: PreemptionHandler, device_kind: str
     optim_cfg = c.get("optim") or {}
     actions.append(TargetCheck(target.metric, target.threshold, target.get("mode", "max"),
                                int(optim_cfg.get("accumulate_steps", 1) or 1)))
-  actions.append(Checkpoint(int(c.get("checkpoint_every_steps", 0) or 0), log_metrics))
+  checkpoint = Checkpoint(int(c.get("checkpoint_every_steps", 0) or 0), log_metrics)
+  keep_best = c.get("keep_best")
+  if keep_best and keep_best.get("metric"):
+    from d2m_jax.train import best  # pylint: disable=import-outside-toplevel
+    actions.append(best.KeepBest(keep_best.metric, keep_best.get("mode", "max"),
+                                 keep_best.get("constraints", ""), checkpoint))
+  actions.append(checkpoint)
   profile = tuple(c.get("profile_steps") or (0, 0))
   if profile[1] > 0:
     actions.append(Profile(*profile))

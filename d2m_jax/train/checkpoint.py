@@ -22,7 +22,8 @@
 * **keep**: orbax deletes nothing (``max_to_keep=None``); after step N's checksums are written
   (hashed from the files orbax finished writing), checkpoints older than the newest ``keep``
   that verify (each older one re-hashed once per process) are deleted. An unverified or
-  damaged newer checkpoint never causes an older one to go;
+  damaged newer checkpoint never causes an older one to go; a step :meth:`Checkpointer.protect`
+  names (the best one so far, ``config.keep_best``: ``d2m_jax/train/best.py``) is never pruned;
 * a full disk while saving is a :class:`~d2m_jax.train.errors.DiskFullError` naming the disk,
   the space needed and free; orbax's partial temporary folder is removed and the last good
   checkpoint stays intact;
@@ -51,6 +52,7 @@ import numpy as np
 from d2m_jax.train.errors import CheckpointError, DiskFullError
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.json"   # the best checkpoint by config.keep_best (d2m_jax/train/best.py)
 
 
 def _ocp():
@@ -63,6 +65,31 @@ CHECKSUMS = "checksums.json"
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def resolve_step(workdir: str, step) -> Optional[int]:
+  """A checkpoint step as the read-only tools take it: None (the latest), an int, its digits,
+  or ``"best"``: the step ``WORKDIR/best.json`` names (written by ``config.keep_best``).
+  ValueError naming the workdir and the problem otherwise."""
+  if step is None or isinstance(step, (int, np.integer)):
+    return None if step is None else int(step)
+  text = str(step).strip()
+  if text.isdigit():
+    return int(text)
+  if text != "best":
+    raise ValueError(f"step {step!r}: expected a checkpoint step (an integer) or 'best'")
+  path = os.path.join(os.path.abspath(workdir), BEST_FILE)
+  try:
+    with open(path) as f:
+      best = int(json.load(f)["step"])
+  except FileNotFoundError:
+    raise ValueError(f"{path}: no such file: step 'best' needs a run trained with "
+                     "config.keep_best.metric set") from None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+  if not os.path.isdir(os.path.join(checkpoint_dir(workdir), str(best))):
+    raise ValueError(f"{path} names step {best}, but {checkpoint_dir(workdir)}/{best} is gone")
+  return best
 
 
 # ------------------------------------------------------------------------------ checksums ----
@@ -223,6 +250,7 @@ class Checkpointer:
     self._is_main = jax.process_index() == 0
     self._pending: Optional[int] = None    # saved, checksums not written yet
     self._verified = set()                 # steps verified against their checksums here
+    self.protected = set()                 # steps never pruned (config.keep_best's best)
     self._last_state_bytes = 0
     self._async = bool(async_save)
     options = _ocp().CheckpointManagerOptions(
@@ -283,6 +311,13 @@ class Checkpointer:
     if step in self._verified:
       self._prune()
 
+  def protect(self, step: int, previous: Optional[int] = None):
+    """Keeps checkpoint ``step`` whatever ``keep`` says (``previous``, the step protected
+    before it, goes back to the usual pruning)."""
+    if previous is not None:
+      self.protected.discard(int(previous))
+    self.protected.add(int(step))
+
   def _verify(self, step: int) -> bool:
     """Whether checkpoint ``step`` verifies against its checksums (remembered once it does)."""
     if step not in self._verified:
@@ -308,7 +343,7 @@ class Checkpointer:
     if len(good) < self.keep:
       return
     for s in steps:
-      if s < good[-1]:
+      if s < good[-1] and s not in self.protected:
         self.manager.delete(s)
         self._verified.discard(s)
 

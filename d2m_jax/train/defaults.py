@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
   # "train/loss") that is >= (mode "max") or <= ("min") threshold; WORKDIR/time_to_target.json
   # records steps, examples and seconds to it (empty metric: no target).
   c.target = ml_collections.ConfigDict(dict(metric="", threshold=0.0, mode="max"))
+  # Keep the best checkpoint by an evaluation (d2m_jax/train/best.py): ranked by how many of the
+  # constraints ("KEY<=V,KEY>=V") it meets, then by `metric` in `mode`'s direction; protected
+  # from pruning and named in WORKDIR/best.json (--step=best in the tools). Empty metric: off.
+  c.keep_best = ml_collections.ConfigDict(dict(metric="", mode="max", constraints=""))
   # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; count 0: off.
   c.profile_steps = (0, 0)
   # Resume safety (d2m_jax/train/workdir.py): a resume whose config differs from the workdir's

@@ -43,7 +43,7 @@ ALWAYS_ALLOWED = (
     "keep_checkpoints", "async_checkpoints", "num_eval_batches", "eval_split",
     "final_eval_splits", "debug_nan_step", "restore_step", "allow_config_change",
     "parallel", "num_devices", "distributed", "evals", "target", "max_train_seconds",
-    "profile_steps",
+    "profile_steps", "keep_best",
     "data.data_dir", "data.raw_dir", "data.loader", "data.host_prefetch", "data.num_workers",
 )
 
