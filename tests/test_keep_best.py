@@ -77,6 +77,9 @@ def test_best_checkpoint_survives_pruning_and_restores(tmp_path):
   from d2m_jax.tasks import restore_workdir
   state, _, _ = restore_workdir(wd, step="best")
   assert int(np.asarray(state.step)) == 4
+  from d2m_jax import generator_export   # launch/generate.py --step=best goes through here
+  state, _, _, _ = generator_export.restore_for_generation(wd, step="best")
+  assert int(np.asarray(state.step)) == 4
 
 
 def test_keep_best_is_unchanged_by_a_resume(tmp_path):
