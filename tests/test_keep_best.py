@@ -94,9 +94,12 @@ def test_keep_best_is_unchanged_by_a_resume(tmp_path):
   assert step_folders(one) == step_folders(two) == [4, 10]
 
 
-def test_step_best_errors_name_the_file(tmp_path):
+def test_step_best_errors_name_the_file(tmp_path, capsys):
   wd = str(tmp_path / "plain")
-  train(tiny_config(2), wd, train_iter=data_from)
+  c = tiny_config(2)
+  c.keep_best.metric = "eval_nope/q"     # never logged: said at the end, no best.json
+  train(c, wd, train_iter=data_from)
+  assert "keep_best: eval_nope/q was never logged" in capsys.readouterr().out
   with pytest.raises(ValueError, match="best.json: no such file.*keep_best"):
     checkpoint.resolve_step(wd, "best")
   with pytest.raises(ValueError, match="expected a checkpoint step"):

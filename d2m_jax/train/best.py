@@ -114,6 +114,10 @@ class KeepBest(actions_lib.Action):
 
   def end(self, run, step, state):
     self(run, step, state)   # the final evaluations log after the loop's last call
+    if self.best is None:
+      evals = sorted(k for k in run.scalars if k.startswith("eval_"))
+      run.log(f"keep_best: {self.metric} was never logged, no best.json written (the "
+              f"evaluations logged: {evals or 'none'})")
 
   def _consider(self, run, step: int, state):
     keys = [self.metric] + [k for k, _, _ in self.constraints]
