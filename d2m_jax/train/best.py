@@ -30,7 +30,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from d2m_jax.train import actions as actions_lib
 from d2m_jax.train import logs
 from d2m_jax.train.checkpoint import BEST_FILE
 
@@ -66,12 +65,12 @@ def rank(values: Dict[str, float], metric: str, mode: str,
   return met, score
 
 
-class KeepBest(actions_lib.Action):
-  """The action (after ``Evaluate`` and ``TargetCheck``, before ``Checkpoint``); see the module
-  doc. ``checkpoint`` is the loop's Checkpoint action (its ``save`` checks the state first)."""
+class KeepBest:
+  """The loop action (an ``Action`` of ``d2m_jax.train.actions``, which builds it after
+  ``Evaluate`` and ``TargetCheck``, before ``Checkpoint``); see the module doc. ``checkpoint`` is
+  the loop's Checkpoint action (its ``save`` checks the state first)."""
 
-  def __init__(self, metric: str, mode: str, constraints: str,
-               checkpoint: "actions_lib.Checkpoint"):
+  def __init__(self, metric: str, mode: str, constraints: str, checkpoint):
     if mode not in ("max", "min"):
       raise ValueError(f"config.keep_best.mode={mode!r}: expected 'max' or 'min'")
     self.metric, self.mode = str(metric), mode
@@ -84,7 +83,7 @@ class KeepBest(actions_lib.Action):
   def rule(self) -> List[str]:
     return [f"{k}{op}{b:g}" for k, op, b in self.constraints]
 
-  def _load(self, run: actions_lib.Run):
+  def _load(self, run):
     """On the first call: a resumed run's ``best.json`` (a best newer than the resume point,
     e.g. after ``config.restore_step``, is dropped: that future was undone)."""
     self._loaded = True
