@@ -99,7 +99,6 @@ class Run:
   stop_reason: Optional[str] = None
   pending: List[Any] = dataclasses.field(default_factory=list)  # (step, device metrics)
   scalars: Dict[str, float] = dataclasses.field(default_factory=dict)  # latest logged values
-  scalars_step: int = -1
   scalar_steps: Dict[str, int] = dataclasses.field(default_factory=dict)  # key -> its last step
   last_saved: Optional[int] = None
 
@@ -124,7 +123,6 @@ class Run:
                cpu_s=self.clock.cpu_s())
     self.writer.write_scalars(step, row)
     self.scalars.update(scalars)
-    self.scalars_step = step
     self.scalar_steps.update(dict.fromkeys(scalars, step))
 
 
@@ -321,7 +319,7 @@ class TargetCheck(Action):
     return value >= self.threshold if self.mode == "max" else value <= self.threshold
 
   def __call__(self, run, step, state):
-    if self.record is None and run.scalars_step == step and self.metric in run.scalars:
+    if self.record is None and run.scalar_steps.get(self.metric) == step:
       value = run.scalars[self.metric]
       if np.isfinite(value) and self.met(value):
         self._write(run, step, value, reached=True)
