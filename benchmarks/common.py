@@ -39,6 +39,8 @@ import jax
 import jax.extend.core as jex_core
 import numpy as np
 
+from d2m_jax import host_memory
+
 # ----------------------------------------------------------------------------------------------
 # Device peaks (dense TFLOP/s per device). ONE table; MFU = achieved / peak.
 #
@@ -310,6 +312,7 @@ def environment() -> Dict[str, Any]:
       "jax": jax.__version__,
       "python": platform.python_version(),
       "host_cpus": os.cpu_count(),
+      "host_malloc": host_memory.current() or "system",
   }
 
 

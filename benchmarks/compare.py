@@ -35,6 +35,7 @@ import jax
 
 from benchmarks import common
 from benchmarks import train_step as ts
+from d2m_jax import host_memory
 
 
 def _torch_device():
@@ -337,8 +338,12 @@ def main(argv=None) -> int:
   p.add_argument("--allow_no_torch", action="store_true",
                  help="without PyTorch, time the JAX rows only (instead of exit 2)")
   p.add_argument("--no_peer", action="store_true", help="time the JAX rows only")
+  p.add_argument("--host_malloc", default=None, choices=host_memory.MODES,
+                 help="keep: freed host memory stays mapped for the next step (default; "
+                      "d2m_jax/host_memory.py), system: glibc's defaults; both frameworks alike")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
+  host_memory.configure(a.host_malloc)   # before JAX's backend starts
   variants = None
   if a.variants_json:
     try:

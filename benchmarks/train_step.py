@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from d2m_jax import host_memory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -313,6 +314,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override, e.g. --set model.hidden=64 (repeatable)")
+  p.add_argument("--host_malloc", default=None, choices=host_memory.MODES,
+                 help="keep (default, $D2M_HOST_MALLOC) | system: d2m_jax/host_memory.py")
 
 
 def parse_sets(sets: List[str]) -> Dict[str, str]:
@@ -332,6 +335,7 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="JSON-lines file to append the records to")
   add_common_flags(p)
   a = p.parse_args(argv)
+  host_memory.configure(a.host_malloc)   # before JAX's backend starts
   models = available_models() if a.model == "all" else a.model.split(",")
   timing_kw = dict(warmup=a.warmup, min_steps=a.min_steps, max_steps=a.max_steps,
                    min_time_s=a.min_time_s)

@@ -14,7 +14,8 @@ Layer order, top to bottom (a module may import from its own layer and any layer
                                d2m_jax.executable_cache, d2m_jax.configs (config
                                loading, optional fields), d2m_jax.files (atomic writes),
                                d2m_jax.target (the backend a program is traced for),
-                               d2m_jax/__init__.py
+                               d2m_jax.host_memory (the allocator setting, set before JAX
+                               starts), d2m_jax/__init__.py
 
 Every import is checked, function-local (lazy) ones included, by parsing the source with ``ast``
 (nothing is imported, so the test is fast and sees imports on code paths tests never run).
@@ -39,7 +40,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("models", ("d2m_jax.models", "d2m_jax.metrics")),
     ("nn", ("d2m_jax.nn",)),
     ("ground", ("d2m_jax.data", "d2m_jax.compile_cache", "d2m_jax.executable_cache",
-                "d2m_jax.configs", "d2m_jax.files", "d2m_jax.target", "d2m_jax")),
+                "d2m_jax.configs", "d2m_jax.files", "d2m_jax.target", "d2m_jax.host_memory",
+                "d2m_jax")),
 ]
 
 
