@@ -9,8 +9,10 @@ development VM (docs/performance.md, "Host memory"): 1.45 s -> 1.27 s per style_
 step, 2.78 -> 2.48 CPU-seconds, 208K -> 0 page faults per step.
 
 ``configure("keep")`` sets glibc's ``mallopt``: one arena for every thread (``M_ARENA_MAX=1``),
-no ``mmap`` for large blocks (``M_MMAP_MAX=0``) and no trimming of the heap's top below 2 GiB
-(``M_TRIM_THRESHOLD``), so a freed step's block is reused by the next step already mapped. The
+no ``mmap`` for large blocks (``M_MMAP_MAX=0``) and no trimming of the heap's top
+(``M_TRIM_THRESHOLD`` never reached; a 2 GiB threshold still unmapped the 4 GB of the
+d2m_decomposition B=256 step), so a freed step's block is reused by the next step already
+mapped. The
 cost: the process keeps its peak heap for its lifetime (what TCMalloc and jemalloc do too) and
 every thread allocates from one arena (glibc's per-thread caches still serve small blocks
 without the lock). ``"system"`` leaves glibc's defaults.
@@ -38,7 +40,7 @@ ENV = "D2M_HOST_MALLOC"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_TRIM_THRESHOLD = 2 ** 31 - 1   # mallopt takes an int: the largest, 2 GiB
+_NEVER = -1   # mallopt's int -1 becomes glibc's size_t SIZE_MAX: a threshold never reached
 
 _state = {"mode": None}
 
@@ -90,7 +92,7 @@ def configure(mode: Optional[str] = None) -> str:
     _state["mode"] = "system (JAX backend already started)"
   else:
     ok = all(libc.mallopt(p, v) == 1 for p, v in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
+        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER)))
     _state["mode"] = "keep" if ok else f"system (glibc {version} refused mallopt)"
   if _state["mode"] != "keep":
     logging.getLogger(__name__).warning("host_malloc=keep not applied: %s", _state["mode"])
