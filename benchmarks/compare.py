@@ -343,7 +343,7 @@ def main(argv=None) -> int:
                       "d2m_jax/host_memory.py), system: glibc's defaults; both frameworks alike")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
-  host_memory.configure(a.host_malloc)   # before JAX's backend starts
+  host_memory.configure_or_exit(a.host_malloc)   # before JAX's backend starts
   variants = None
   if a.variants_json:
     try:

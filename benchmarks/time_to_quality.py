@@ -92,7 +92,7 @@ def plot(curves, metric: str, threshold: float, path: str):
 def main(argv):
   del argv
   from d2m_jax import host_memory  # pylint: disable=import-outside-toplevel
-  host_memory.configure()  # $D2M_HOST_MALLOC or keep; before JAX's backend starts
+  host_memory.configure_or_exit()  # $D2M_HOST_MALLOC or keep; before JAX starts
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(True)
   from d2m_jax.metrics import evaluation  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import

@@ -335,7 +335,7 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="JSON-lines file to append the records to")
   add_common_flags(p)
   a = p.parse_args(argv)
-  host_memory.configure(a.host_malloc)   # before JAX's backend starts
+  host_memory.configure_or_exit(a.host_malloc)   # before JAX's backend starts
   models = available_models() if a.model == "all" else a.model.split(",")
   timing_kw = dict(warmup=a.warmup, min_steps=a.min_steps, max_steps=a.max_steps,
                    min_time_s=a.min_time_s)

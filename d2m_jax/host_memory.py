@@ -99,6 +99,15 @@ def configure(mode: Optional[str] = None) -> str:
   return _state["mode"]
 
 
+def configure_or_exit(mode: Optional[str] = None) -> str:
+  """:func:`configure` for entry points: an unknown mode (a bad ``$D2M_HOST_MALLOC``) ends the
+  process with one ``error:`` line and exit status 1 instead of a traceback."""
+  try:
+    return configure(mode)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+
+
 def current() -> Optional[str]:
   """What :func:`configure` put in force in this process (None: not called)."""
   return _state["mode"]

@@ -141,7 +141,7 @@ def main(argv):
   del argv
   import numpy as np  # pylint: disable=import-outside-toplevel
   from d2m_jax import host_memory  # pylint: disable=import-outside-toplevel
-  host_memory.configure()  # $D2M_HOST_MALLOC or keep; before JAX's backend starts
+  host_memory.configure_or_exit()  # $D2M_HOST_MALLOC or keep; before JAX starts
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   if FLAGS.portable and not os.path.isfile(FLAGS.portable):

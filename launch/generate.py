@@ -54,7 +54,7 @@ flags.mark_flags_as_required(["music", "checkpoint", "out"])
 def main(argv):
   del argv
   from d2m_jax import host_memory  # pylint: disable=import-outside-toplevel
-  host_memory.configure()  # $D2M_HOST_MALLOC or keep; before JAX's backend starts
+  host_memory.configure_or_exit()  # $D2M_HOST_MALLOC or keep; before JAX starts
   from d2m_jax import compile_cache  # pylint: disable=import-outside-toplevel
   cache_dir = compile_cache.enable(FLAGS.compilation_cache)  # before the first compile
   cache_counter = compile_cache.CacheCounter()

@@ -19,6 +19,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from d2m_jax import host_memory  # noqa: E402  (stdlib only: JAX is not imported here)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file (configs/*.py).",
@@ -35,10 +37,10 @@ flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.
 flags.DEFINE_multi_string("add_eval", [], "NAME,KIND,SPLIT,EVERY_STEPS: adds an evaluator to "
                           "config.evals (e.g. paper_test,dance_metrics,test,0: the paper metrics "
                           "at the end of training), repeatable; the config's own evaluators stay.")
-flags.DEFINE_enum("host_malloc", None, ["keep", "system"], "keep: memory XLA:CPU frees after a "
-                  "step stays mapped for the next one (no page faults per step; the process "
-                  "keeps its peak heap), system: glibc's defaults. Default: $D2M_HOST_MALLOC, "
-                  "else keep (d2m_jax/host_memory.py).")
+flags.DEFINE_enum("host_malloc", None, list(host_memory.MODES),
+                  "keep: memory XLA:CPU frees after a step stays mapped for the next one (no "
+                  "page faults per step; the process keeps its peak heap), system: glibc's "
+                  "defaults. Default: $D2M_HOST_MALLOC, else keep (d2m_jax/host_memory.py).")
 flags.DEFINE_bool("compilation_cache", True, "Reuse XLA programs compiled by earlier runs (JAX's "
                   "persistent cache in $D2M_JAX_CACHE, default ~/.cache/d2m_jax/jax_cache); "
                   "--nocompilation_cache turns it off.")
@@ -71,8 +73,7 @@ def _export_generator(task, state):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from d2m_jax import host_memory  # pylint: disable=import-outside-toplevel
-  host_memory.configure(FLAGS.host_malloc)  # before JAX's backend starts
+  host_memory.configure_or_exit(FLAGS.host_malloc)  # before JAX's backend starts
   # SIGTERM from process start: a signal while the task restores other workdirs (composition)
   # or while the state is built is honoured at the first step (checkpoint, final evaluation).
   from d2m_jax.train import actions  # pylint: disable=import-outside-toplevel

@@ -83,3 +83,15 @@ def test_too_late_is_reported_not_silently_ignored():
 def test_unknown_mode_names_the_choices():
   with pytest.raises(ValueError, match="expected one of keep, system"):
     host_memory.configure("tcmalloc")
+
+
+def test_a_bad_environment_value_is_one_error_line_and_exit_1(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **{host_memory.ENV: "tcmalloc"})
+  out = subprocess.run([sys.executable, "launch/train.py", "--config=configs/style_paper.py",
+                        f"--workdir={tmp_path / 'w'}"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1] == (
+      "error: unknown host_malloc 'tcmalloc' (argument or $D2M_HOST_MALLOC); expected one of "
+      "keep, system")
+  assert not (tmp_path / "w").exists()   # stopped before anything was written
