@@ -5,17 +5,15 @@ ends: 851 MB for the style_improved (GRU-512x2) training step at batch 256. glib
 that size with ``mmap`` and returns it with ``munmap`` (its worker threads' arenas map large
 blocks whatever ``M_MMAP_MAX`` says), so every step first-touches all of its temporary memory
 again: 208,000 page faults per step, each a kernel trap that zeroes 4 KiB. Measured on the 2-core
-development VM (docs/performance.md, "Host memory"): 1.45 s -> 1.27 s per style_improved B=256
-step, 2.78 -> 2.48 CPU-seconds, 208K -> 0 page faults per step.
+development VM (docs/performance.md, "Host memory"): 1.45 s -> 1.26 s per style_improved B=256
+step, 2.78 -> 2.47 CPU-seconds, 208K -> 0 page faults per step.
 
 ``configure("keep")`` sets glibc's ``mallopt``: one arena for every thread (``M_ARENA_MAX=1``),
 no ``mmap`` for large blocks (``M_MMAP_MAX=0``) and no trimming of the heap's top
 (``M_TRIM_THRESHOLD`` never reached; a 2 GiB threshold still unmapped the 4 GB of the
 d2m_decomposition B=256 step), so a freed step's block is reused by the next step already
-mapped. The
-cost: the process keeps its peak heap for its lifetime (what TCMalloc and jemalloc do too) and
-every thread allocates from one arena (glibc's per-thread caches still serve small blocks
-without the lock). ``"system"`` leaves glibc's defaults.
+mapped. The cost: the process keeps its peak heap for its lifetime, and every thread allocates
+from one arena (glibc's per-thread caches still serve small blocks without the lock). ``"system"`` leaves glibc's defaults.
 
 It must run before JAX starts its backend (the first array or compile): XLA's worker threads
 take their arena then and keep it. Called later it changes nothing for them and says so. On a
@@ -28,7 +26,6 @@ runs in the same process, under the same allocator settings.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from typing import Optional
