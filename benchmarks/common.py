@@ -316,6 +316,14 @@ def environment() -> Dict[str, Any]:
   }
 
 
+def add_host_malloc_flag(p) -> None:
+  """``--host_malloc keep|system`` on an argparse parser (default: ``$D2M_HOST_MALLOC``, else
+  keep); the benchmark applies it with ``host_memory.configure_or_exit`` before JAX starts."""
+  p.add_argument("--host_malloc", default=None, choices=host_memory.MODES,
+                 help="keep: freed host memory stays mapped for the next step (default, or "
+                      "$D2M_HOST_MALLOC), system: glibc's defaults (d2m_jax/host_memory.py)")
+
+
 def append_jsonl(path: Optional[str], record: Dict[str, Any]) -> None:
   """Appends one JSON line (no-op when ``path`` is None)."""
   if not path:

@@ -338,9 +338,7 @@ def main(argv=None) -> int:
   p.add_argument("--allow_no_torch", action="store_true",
                  help="without PyTorch, time the JAX rows only (instead of exit 2)")
   p.add_argument("--no_peer", action="store_true", help="time the JAX rows only")
-  p.add_argument("--host_malloc", default=None, choices=host_memory.MODES,
-                 help="keep: freed host memory stays mapped for the next step (default; "
-                      "d2m_jax/host_memory.py), system: glibc's defaults; both frameworks alike")
+  common.add_host_malloc_flag(p)   # both frameworks alike: the peer runs in this process
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   host_memory.configure_or_exit(a.host_malloc)   # before JAX's backend starts

@@ -314,8 +314,7 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="config override, e.g. --set model.hidden=64 (repeatable)")
-  p.add_argument("--host_malloc", default=None, choices=host_memory.MODES,
-                 help="keep (default, $D2M_HOST_MALLOC) | system: d2m_jax/host_memory.py")
+  common.add_host_malloc_flag(p)
 
 
 def parse_sets(sets: List[str]) -> Dict[str, str]:

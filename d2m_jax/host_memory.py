@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 from typing import Optional
 
 MODES = ("keep", "system")
@@ -59,6 +60,8 @@ def _glibc():
 
 
 def _backend_started() -> bool:
+  if "jax" not in sys.modules:   # nothing can have started it: no need to import jax to ask
+    return False
   try:
     from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
     return bool(xla_bridge.backends_are_initialized())
