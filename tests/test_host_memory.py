@@ -17,8 +17,10 @@ from d2m_jax import host_memory
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A jitted step whose temporaries are ~100 MB (the stacked outputs of a scan and their square),
-# called a few times; prints the mode in force and the page faults of each call after the first
-# (the tests read the median of the last six: the heap settles within two calls).
+# called 30 times; prints the mode in force and the page faults of each call after the first.
+# Under keep the heap grows while it settles: a call now and then finds its freed block split by
+# a smaller allocation and maps more (measured over 150 calls: such calls at 1, 2 and 20, none
+# after; peak RSS 653 MB against 392 MB under system). The tests read the last ten calls.
 PROBE = r"""
 import json, resource, sys
 from d2m_jax import host_memory
@@ -39,7 +41,7 @@ def step(x):
 x = jnp.ones((64, 512, 384), jnp.float32)
 step(x).block_until_ready()
 faults = []
-for _ in range(8):
+for _ in range(30):
   f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   step(x).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
@@ -67,17 +69,17 @@ def test_keep_reuses_the_steps_memory_and_system_faults_it_in_again():
   system, keep = _probe("system"), _probe("keep")
   assert system["mode"] == "system" and keep["mode"] == "keep"
   # glibc's default maps and unmaps the step's temporaries: every call touches fresh pages
-  assert min(system["faults"][-6:]) > TEMP_PAGES // 2, system
+  assert min(system["faults"][-10:]) > TEMP_PAGES // 2, system
   # kept: the freed block is reused already mapped. A call may now and then find part of it
   # taken by a smaller allocation and grow the heap once more, so the typical call is checked.
-  assert statistics.median(keep["faults"][-6:]) < TEMP_PAGES // 50, keep
+  assert statistics.median(keep["faults"][-10:]) < TEMP_PAGES // 50, keep
 
 
 @glibc
 def test_too_late_is_reported_not_silently_ignored():
   late = _probe("keep", "late")
   assert late["mode"] == "system (JAX backend already started)"
-  assert min(late["faults"][-6:]) > TEMP_PAGES // 2
+  assert min(late["faults"][-10:]) > TEMP_PAGES // 2
 
 
 def test_unknown_mode_names_the_choices():
