@@ -1,4 +1,4 @@
-"""JAX vs the PyTorch peer, in one process, on the same device, alternating.
+"""JAX vs the PyTorch peer on the same device, alternating, each in a process of its own on CPU.
 
     PYTHONPATH=/work/torch_site .venv/bin/python -m benchmarks.compare --model=d2m_decomposition \
         --batch=32 --torch_threads=1,2 [--torch_compile] [--out=results.jsonl]
@@ -9,51 +9,44 @@ Both sides train on a fixed synthetic batch already on the device: JAX through t
 in bfloat16 also the AMP row (float32 modules, bfloat16 autocast), and ``torch.compile`` as an
 extra row with ``--torch_compile``. ``--variants_json`` times several JAX rows (e.g. one per
 ``model.rnn_impl``); each JAX row's ``ratio_vs_best_peer`` is against the fastest PyTorch row. Rounds alternate JAX, torch (each thread count), JAX, ... so that a noisy,
-shared machine slows both alike; every step is timed on its own (JAX: ``block_until_ready``;
+shared machine slows both alike; both are warmed up by one rule (:func:`benchmarks.peers.warm_up`:
+at least two steps, then until a step first-touches under 4 MiB of fresh pages: the host heap
+has settled), every step is timed on its own (JAX: ``block_until_ready``;
 torch: synchronous on CPU, ``torch.cuda.synchronize`` on GPU) and the medians over all rounds
-are compared. The ratio printed is JAX examples/s / PyTorch examples/s.
+are compared, each row's per-step minor page faults recorded beside them
+(``minor_faults_per_step``). The ratio printed is JAX examples/s / PyTorch examples/s.
 
 On CPU the report also names the CPU (/proc/cpuinfo "model name"), measures the float32 matmul
 ceiling (a 2048^3 GEMM: JAX and torch per thread count, interleaved; ``gemm_peak_gflops`` = the
 best) and gives every row's achieved GFLOP/s (the step's matmul + conv FLOPs counted on the JAX
 jaxpr, the same model on both sides, over its median step time) and its fraction of that peak.
 
+Where the peer runs (``--peer_isolation``, :mod:`benchmarks.peers`): on CPU in a child process
+of its own, driven over a pipe, so the two frameworks share no C heap (in one process the peer's
+allocations split the block XLA:CPU reuses between steps; measured, style_improved B=256 JAX steps
+went from 1.26 s alone to 1.36-1.50 s); ``none`` runs it in this process, as every record before
+2026-12-06 was taken, and is the default on GPU. Either way both run under the same
+``--host_malloc`` and the records say where the peer ran (``peer_isolation``).
+
 torch threads: ``torch.set_num_threads(n)`` per row. XLA:CPU uses its own thread pool (all
-cores); while one framework runs the other is idle.
+cores); while one framework runs the other is idle (waiting on the pipe, or not called).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
 import time
-import warnings
 from typing import Any, Dict, List, Optional
 
 import jax
 
 from benchmarks import common
+from benchmarks import peers as peers_mod
 from benchmarks import train_step as ts
 from d2m_jax import host_memory
-
-
-def _torch_device():
-  import torch
-  return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _time_torch(peer, steps: int, device: str, cpu: List[float]) -> List[float]:
-  import torch
-  out = []
-  for _ in range(steps):
-    t0, c0 = time.perf_counter(), time.process_time()
-    peer.step()
-    if device == "cuda":
-      torch.cuda.synchronize()
-    out.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
-  return out
 
 
 def cpu_model() -> Optional[str]:
@@ -68,10 +61,11 @@ def cpu_model() -> Optional[str]:
   return None
 
 
-def gemm_peak(n: int = 2048, reps: int = 7, torch_threads=None) -> Dict[str, Any]:
+def gemm_peak(n: int = 2048, reps: int = 7, torch_threads=None, peers=None) -> Dict[str, Any]:
   """Measured float32 matmul rate (GFLOP/s) of an n^3 GEMM: JAX (jitted, XLA's own thread pool)
-  and, when PyTorch is there, torch.mm per thread count; medians of ``reps`` timed calls, one
-  framework after the other, interleaved rep by rep (a shared machine slows both alike)."""
+  and, given ``peers`` (:mod:`benchmarks.peers`, wherever the peer runs), torch.mm per thread
+  count; medians of ``reps`` timed calls, one framework after the other, interleaved rep by rep
+  (a shared machine slows both alike)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   flops = 2.0 * n ** 3
   rng = np.random.default_rng(0)
@@ -80,28 +74,14 @@ def gemm_peak(n: int = 2048, reps: int = 7, torch_threads=None) -> Dict[str, Any
   ja, jb = jax.device_put(a), jax.device_put(b)
   mm = jax.jit(lambda x, y: x @ y)
   jax.block_until_ready(mm(ja, jb))
-  rows = {"jax": []}
-  torch = None
-  if torch_threads:
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-      ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-      for th in torch_threads:
-        torch.set_num_threads(th)
-        torch.mm(ta, tb)
-        rows[f"torch {th} thr"] = []
-    except ImportError:
-      torch = None
+  threads = list(torch_threads or []) if peers is not None and peers.version else []
+  rows = {"jax": [], **{f"torch {th} thr": [] for th in threads}}
   for _ in range(reps):
     t0 = time.perf_counter()
     jax.block_until_ready(mm(ja, jb))
     rows["jax"].append(time.perf_counter() - t0)
-    if torch is not None:
-      for th in torch_threads:
-        torch.set_num_threads(th)
-        t0 = time.perf_counter()
-        torch.mm(ta, tb)
-        rows[f"torch {th} thr"].append(time.perf_counter() - t0)
+    for th in threads:
+      rows[f"torch {th} thr"].append(peers.mm_seconds(n, th))
   out = {f"gemm{n}_gflops_{k.replace(' ', '_')}": flops / statistics.median(v) / 1e9
          for k, v in rows.items()}
   out["gemm_peak_gflops"] = max(out.values())
@@ -136,7 +116,9 @@ def _peer_rows(dtype: str, torch_threads, torch_compile: bool):
 def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
             steps: int = 3, torch_threads=(1, 2), torch_compile: bool = False,
             overrides=None, out=None, jax_variants=None,
-            deadline_s: Optional[float] = None, peer: bool = True) -> List[Dict[str, Any]]:
+            deadline_s: Optional[float] = None, peer: bool = True,
+            isolation: Optional[str] = None,
+            peer_factory: str = peers_mod.FACTORY) -> List[Dict[str, Any]]:
   """Times JAX (one row per variant) against the PyTorch rows, alternating; returns records.
 
   ``jax_variants``: [(label, overrides)] timed as separate JAX rows on top of ``overrides``
@@ -146,44 +128,54 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   plus a reserve still fits, ``torch.compile`` only if 30 s are left, and no round starts after
   it (at least one round always runs); what is skipped leaves a record saying so. ``peer=False``:
   JAX rows only (``benchmarks/suite.py`` times a section's further variants in processes of
-  their own and divides by the peer rows of the first).
+  their own and divides by the peer rows of the first). ``isolation``: where the peer runs
+  (:mod:`benchmarks.peers`: ``"process"``, its own, the default on CPU; ``"none"``, this one);
+  ``peer_factory``: ``"module:function"`` that builds a peer row (tests pass a stand-in).
   """
-  torch = None
+  isolation = isolation or peers_mod.default_isolation(jax.default_backend())
+  runner = None
+  if peer and (peer_factory != peers_mod.FACTORY or importlib.util.find_spec("torch")):
+    runner = peers_mod.open_peers(isolation, peer_factory)  # torch is imported where it runs
   try:
-    if peer:
-      import torch
-  except ImportError:  # JAX rows only (--allow_no_torch)
-    pass
-  from benchmarks import torch_reference
+    return _compare(model, batch, dtype, rounds, steps, torch_threads, torch_compile, overrides,
+                    out, jax_variants, deadline_s, runner)
+  finally:
+    if runner is not None:
+      runner.close()
 
+
+def _compare(model, batch, dtype, rounds, steps, torch_threads, torch_compile, overrides, out,
+             jax_variants, deadline_s, runner) -> List[Dict[str, Any]]:
   t_start = time.perf_counter()
 
   def left() -> float:
     return float("inf") if deadline_s is None else deadline_s - (time.perf_counter() - t_start)
 
   env = common.environment()
-  device = _torch_device() if torch else None
   if jax.default_backend() == "cpu":      # the real CPU and its measured matmul ceiling
     env["cpu_model"] = cpu_model()
-    env.update(gemm_peak(torch_threads=list(torch_threads) if torch else None))
+    env.update(gemm_peak(torch_threads=list(torch_threads), peers=runner))
     common.log(f"[compare] {env['cpu_model']}: float32 GEMM 2048^3 " + ", ".join(
         f"{k.split('gflops_')[1]} {v:.0f}" for k, v in env.items() if k.startswith("gemm2048"))
         + " GFLOP/s")
   variants = list(jax_variants or [("default", {})])
   base = {"bench": "compare", "model": model, "batch": batch, "dtype": dtype, **env,
-          "torch": torch.__version__ if torch else None, "torch_device": device}
+          "torch": runner and runner.version, "torch_device": runner and runner.device,
+          "peer_isolation": runner and runner.isolation,
+          "peer_host_malloc": runner and runner.host_malloc}
   records: List[Dict[str, Any]] = []
   jax_rows: Dict[str, Dict[str, Any]] = {}
   state_of = {"examples": None, "bench": None, "slowest": 0.0}
 
-  def jax_steps(row, n, cpu=None):
+  def jax_steps(row, n, cpu=None, faults=None):
     ts_ = []
     for _ in range(n):
-      t0, c0 = time.perf_counter(), time.process_time()
+      t0, c0, f0 = time.perf_counter(), time.process_time(), peers_mod.minor_faults()
       row["holder"][0] = jax.block_until_ready(row["compiled"](row["holder"][0], row["batch"])[0])
       ts_.append(time.perf_counter() - t0)
       if cpu is not None:
         cpu.append(time.process_time() - c0)
+        faults.append(peers_mod.minor_faults() - f0)
     return ts_
 
   def add_variant(label, extra, reserve_s: float):
@@ -211,7 +203,7 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
     common.log(f"[compare] {name}: compiled in {compile_s:.1f} s")
     row = {"info": info, "compiled": compiled, "holder": [state], "batch": jbatch,
            "compile_s": compile_s}
-    jax_steps(row, 2)  # warm-up
+    row["warmup_steps"] = peers_mod.warm_up(lambda: jax_steps(row, 1))  # the peer's rule too
     jax_rows[name] = row
 
   # --- JAX: the first variant
@@ -220,10 +212,8 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   # --- torch side
   pose = bench.config.model.get("pose_size", 28) if "model" in bench.config else 28
   kw = {"pose": pose} if model.startswith("d2m_") else {}
-  tdtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16} if torch else {}
   peers = {}
-  for name, th, spec in _peer_rows(dtype, torch_threads, torch_compile) if torch else []:
-    torch.set_num_threads(th)
+  for name, th, spec in _peer_rows(dtype, torch_threads, torch_compile) if runner else []:
     info = {**base, "framework": name, "torch_threads": th, "peer_impl": name.split(",")[0],
             "peer_cast": spec["cast"], "peer_amp": spec["amp"], "peer_compile": spec["compile"]}
     if spec["compile"] and left() < 30:
@@ -232,26 +222,19 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
       common.log(f"[compare] {name}: skipped (deadline)")
       continue
     try:
-      with warnings.catch_warnings(record=True) as caught:  # e.g. cuDNN RNN weight compaction
-        warnings.simplefilter("always")
-        p = torch_reference.build(model, batch, device=device, dtype=tdtypes[spec["cast"]],
-                                  amp=spec["amp"], compile=spec["compile"], **kw)
-        t0 = time.perf_counter()
-        p.step()
-        p.step()  # warm-up (torch.compile compiles here)
-        info["compile_s"] = time.perf_counter() - t0
-      info["peer_warnings"] = sorted({str(w.message).splitlines()[0][:200] for w in caught})
-      for w in info["peer_warnings"]:
-        common.log(f"[compare] {name} warned: {w}")
-    except Exception as e:  # noqa: BLE001  (inductor needs a C++ toolchain on CPU)
-      msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-      common.log(f"[compare] {name} failed: {msg}")
-      records.append({**info, "skipped": f"failed: {msg}"})
+      built = runner.build(name, model, batch, th, spec["cast"], spec["amp"], spec["compile"], kw)
+    except peers_mod.PeerError as e:
+      common.log(f"[compare] {name} failed: {e}")
+      records.append({**info, "skipped": f"failed: {e}"})
       continue
-    peers[name] = (th, p, info)
-  if any(p.examples != examples for _, p, _ in peers.values()):
+    info["compile_s"], info["warmup_steps"] = built["compile_s"], built["warmup_steps"]
+    info["peer_warnings"] = built["warnings"]
+    for w in info["peer_warnings"]:
+      common.log(f"[compare] {name} warned: {w}")
+    peers[name] = (th, built["examples"], info)
+  if any(ex != examples for _, ex, _ in peers.values()):
     common.log(f"[compare] WARNING: examples per step differ: JAX {examples}, torch "
-               f"{[p.examples for _, p, _ in peers.values()]}")
+               f"{[ex for _, ex, _ in peers.values()]}")
   # --- JAX: further variants, while they fit (reserve: one round of every row so far)
   for label, extra in variants[1:]:
     add_variant(label, extra, reserve_s=15.0)
@@ -259,6 +242,7 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
   times: Dict[str, List[float]] = {k: [] for k in jax_rows}
   times.update({k: [] for k in peers})
   cpu: Dict[str, List[float]] = {k: [] for k in times}
+  faults: Dict[str, List[int]] = {k: [] for k in times}
   round_s = 0.0
   for r in range(rounds):
     if r > 0 and left() < round_s:
@@ -266,15 +250,16 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
       break
     r0 = time.perf_counter()
     for name, row in jax_rows.items():
-      times[name] += jax_steps(row, steps, cpu[name])
-    for name, (th, p, _) in peers.items():
-      torch.set_num_threads(th)
-      times[name] += _time_torch(p, steps, device, cpu[name])
+      times[name] += jax_steps(row, steps, cpu[name], faults[name])
+    for name, (th, _, _) in peers.items():
+      wall, c, f = runner.time(name, steps, th)
+      times[name] += wall
+      cpu[name] += c
+      faults[name] += f
     round_s = time.perf_counter() - r0
     common.log(f"[compare] round {r + 1}/{rounds}: " + ", ".join(
         f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in times.items()))
-  peer_eps = {name: p.examples / statistics.median(times[name]) for name, (_, p, _) in
-              peers.items()}
+  peer_eps = {name: ex / statistics.median(times[name]) for name, (_, ex, _) in peers.items()}
   best_peer = max(peer_eps, key=peer_eps.get) if peer_eps else None
   first_jax = None
   for name, row in jax_rows.items():
@@ -282,20 +267,20 @@ def compare(model: str, batch: int, *, dtype: str = "float32", rounds: int = 3,
     c = statistics.median(cpu[name])
     eps = examples / med
     first_jax = first_jax or (eps, c)
-    records.append({**row["info"], "compile_s": row["compile_s"], "step_median_s": med,
+    records.append({**row["info"], "compile_s": row["compile_s"],
+                    "warmup_steps": row["warmup_steps"], "step_median_s": med,
                     "step_times_s": times[name], "cpu_s_per_step": c, "examples_per_s": eps,
+                    "minor_faults_per_step": faults[name],
                     "examples_per_step": examples, "best_peer": best_peer,
                     "ratio_vs_best_peer": eps / peer_eps[best_peer] if best_peer else None})
   jax_eps, jax_cpu = first_jax or (None, None)
   flops = state_of.get("flops")
-  for name, (th, p, info) in peers.items():
+  for name, (th, ex, info) in peers.items():
     med = statistics.median(times[name])
     c = statistics.median(cpu[name])
     records.append({**info, "step_median_s": med, "step_times_s": times[name],
-                    "cpu_s_per_step": c, "examples_per_step": p.examples,
-                    "examples_per_s": p.examples / med,
-                    "ratio": jax_eps / (p.examples / med),
-                    "cpu_ratio": (examples / jax_cpu) / (p.examples / c)})
+                    "minor_faults_per_step": faults[name], "cpu_s_per_step": c, "examples_per_step": ex, "examples_per_s": ex / med,
+                    "ratio": jax_eps / (ex / med), "cpu_ratio": (examples / jax_cpu) / (ex / c)})
   peak = env.get("gemm_peak_gflops")
   for r in records:
     r.update(ts.original_cpu(model, batch))
@@ -338,7 +323,10 @@ def main(argv=None) -> int:
   p.add_argument("--allow_no_torch", action="store_true",
                  help="without PyTorch, time the JAX rows only (instead of exit 2)")
   p.add_argument("--no_peer", action="store_true", help="time the JAX rows only")
-  common.add_host_malloc_flag(p)   # both frameworks alike: the peer runs in this process
+  common.add_host_malloc_flag(p)   # both frameworks alike, wherever the peer runs
+  p.add_argument("--peer_isolation", default=None, choices=peers_mod.ISOLATIONS,
+                 help="process: the peer in a process of its own (default on CPU); none: in "
+                      "this one (default on GPU; how records before 2026-12-06 were taken)")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   host_memory.configure_or_exit(a.host_malloc)   # before JAX's backend starts
@@ -350,10 +338,7 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, AttributeError) as e:
       print(f"compare: --variants_json: {e}", file=sys.stderr)
       return 2
-  try:
-    if not a.no_peer:
-      import torch  # noqa: F401
-  except ImportError:
+  if not a.no_peer and importlib.util.find_spec("torch") is None:
     if a.allow_no_torch:
       print("compare: PyTorch is not installed: JAX rows only", file=sys.stderr)
     else:
@@ -364,8 +349,9 @@ def main(argv=None) -> int:
     recs = compare(a.model, a.batch, dtype=a.dtype, rounds=a.rounds, steps=a.steps,
                    torch_threads=[int(x) for x in a.torch_threads.split(",")],
                    torch_compile=a.torch_compile, overrides=ts.parse_sets(a.set), out=a.out,
-                   jax_variants=variants, deadline_s=a.deadline_s, peer=not a.no_peer)
-  except FileNotFoundError as e:
+                   jax_variants=variants, deadline_s=a.deadline_s, peer=not a.no_peer,
+                   isolation=a.peer_isolation)
+  except (FileNotFoundError, peers_mod.PeerError) as e:
     print(f"compare: {e}", file=sys.stderr)
     return 2
   env = common.environment()

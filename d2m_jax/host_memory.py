@@ -21,7 +21,7 @@ C library other than glibc (macOS, musl) it does nothing and says so.
 
 The launchers call it first (``--host_malloc``, default ``$D2M_HOST_MALLOC`` or ``keep``), and so
 do the benchmarks, whose records carry the mode; the PyTorch peer in ``benchmarks/compare.py``
-runs in the same process, under the same allocator settings.
+runs under the same setting, in a process of its own on CPU (``benchmarks/peers.py``).
 """
 from __future__ import annotations
 
