@@ -7,15 +7,19 @@ picks one): ``build`` a named peer row, ``time`` some of its steps (wall and CPU
 Why a process of its own (``isolation="process"``, the default on CPU). In one process both
 frameworks share one C heap. XLA:CPU gets its temporary block (851 MB per GRU-512x2 step at B=256)
 from ``malloc`` on every step; with :mod:`d2m_jax.host_memory`'s ``keep`` the freed block stays in
-the heap and the next step reuses its pages. The peer's own allocations, made between JAX's steps,
-split that free block, and the next JAX step faults fresh pages again: measured on the 2-core VM
-(2026-12-06), style_improved B=256 ran 1.26 s per step with JAX alone and 1.36-1.50 s beside the
-peer in one process, so the ratio over seven runs spread from 0.95x to 1.14x. No user trains both
-frameworks in one process; each side in its own process is each as a user runs it. The rounds
-still alternate (the parent waits on the pipe while the peer steps, the peer waits on it while
-JAX steps), so a noisy machine slows both alike. ``isolation="none"`` keeps the old arrangement
-(records before 2026-12-06 were measured so); on a GPU it is the default, since two processes
-would each hold a CUDA context and JAX preallocates most of the memory.
+the heap and the next step reuses its pages, unless other allocations made between steps split it,
+and the peer's are such allocations. No user trains both frameworks in one process; each in its own
+is each as a user runs it. The rounds still alternate (the parent waits on the pipe while the peer
+steps, the peer waits on it while JAX steps), so a noisy machine slows both alike.
+``isolation="none"`` keeps the old arrangement (records before 2026-12-06 were measured so); on a
+GPU it is the default, since two processes would each hold a CUDA context and JAX preallocates
+most of the memory.
+
+What it changed, measured (2-core VM, 2026-12-06, style_improved B=256, docs/performance.md): less
+than hoped. JAX's median step beside the peer was 1.24-1.50 s in one process (five runs) and
+1.22-1.44 s in two (thirteen runs); its own heap still refaults the block now and then (any
+Python allocations between steps can split it; ~207K faults, ~0.15-0.2 s, about one step in ten
+here), and the VM's neighbours move both sides by up to 15%.
 
 The child is ``python -m benchmarks.peers`` with this interpreter and environment; it speaks JSON
 lines on a pipe (requests on stdin, answers on its original stdout, which nothing else writes to:
