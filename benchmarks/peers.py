@@ -17,9 +17,9 @@ most of the memory.
 
 What it changed, measured (2-core VM, 2026-12-06, style_improved B=256, docs/performance.md): less
 than hoped. JAX's median step beside the peer was 1.24-1.50 s in one process (five runs) and
-1.22-1.44 s in two (thirteen runs); its own heap still refaults the block now and then (any
-Python allocations between steps can split it; ~207K faults, ~0.15-0.2 s, about one step in ten
-here), and the VM's neighbours move both sides by up to 15%.
+1.22-1.44 s in two (twenty runs); its own heap still refaults the block now and then (any
+Python allocations between steps can split it; ~207K faults, ~0.15-0.2 s, 17 of 135 timed
+steps), and the VM moves both sides by up to 15%.
 
 The child is ``python -m benchmarks.peers`` with this interpreter and environment; it speaks JSON
 lines on a pipe (requests on stdin, answers on its original stdout, which nothing else writes to:
