@@ -23,9 +23,9 @@ jaxpr, the same model on both sides, over its median step time) and its fraction
 
 Where the peer runs (``--peer_isolation``, :mod:`benchmarks.peers`): on CPU in a child process
 of its own, driven over a pipe, so the two frameworks share no C heap (in one process the peer's
-allocations split the block XLA:CPU reuses between steps; measured, style_improved B=256 JAX steps
-went from 1.26 s alone to 1.36-1.50 s); ``none`` runs it in this process, as every record before
-2026-12-06 was taken, and is the default on GPU. Either way both run under the same
+allocations can split the block XLA:CPU reuses between steps; what that changed, and the spread
+that remains, are measured in docs/performance.md); ``none`` runs it in this process, as every
+record before 2026-12-06 was taken, and is the default on GPU. Either way both run under the same
 ``--host_malloc`` and the records say where the peer ran (``peer_isolation``).
 
 torch threads: ``torch.set_num_threads(n)`` per row. XLA:CPU uses its own thread pool (all
