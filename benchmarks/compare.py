@@ -279,7 +279,8 @@ def _compare(model, batch, dtype, rounds, steps, torch_threads, torch_compile, o
     med = statistics.median(times[name])
     c = statistics.median(cpu[name])
     records.append({**info, "step_median_s": med, "step_times_s": times[name],
-                    "minor_faults_per_step": faults[name], "cpu_s_per_step": c, "examples_per_step": ex, "examples_per_s": ex / med,
+                    "minor_faults_per_step": faults[name], "cpu_s_per_step": c,
+                    "examples_per_step": ex, "examples_per_s": ex / med,
                     "ratio": jax_eps / (ex / med), "cpu_ratio": (examples / jax_cpu) / (ex / c)})
   peak = env.get("gemm_peak_gflops")
   for r in records:

@@ -93,6 +93,7 @@ class _Rows:
     self.factory = factory
     self.rows: Dict[str, Any] = {}
     self._mm: Dict[int, Any] = {}
+    self._mm_warm = set()
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError:  # a stand-in factory (tests)
@@ -105,8 +106,8 @@ class _Rows:
     if self.torch is not None and threads:
       self.torch.set_num_threads(int(threads))
 
-  def build(self, name: str, model: str, batch: int, threads: int, cast: str, amp: bool,
-            compile: bool, kw: Dict[str, Any]) -> Dict[str, Any]:  # pylint: disable=redefined-builtin
+  def build(self, name: str, model: str, batch: int, threads: int, cast: str, amp: bool,  # pylint: disable=redefined-builtin
+            compile: bool, kw: Dict[str, Any]) -> Dict[str, Any]:
     self._threads(threads)
     dtype = getattr(self.torch, cast) if self.torch is not None else cast
     try:
@@ -144,6 +145,8 @@ class _Rows:
     return wall, cpu, faults
 
   def mm_seconds(self, n: int, threads: int) -> float:
+    """One timed ``torch.mm`` of two n x n float32 matrices; an untimed one first, once per
+    (n, threads)."""
     torch = self.torch
     if n not in self._mm:
       import numpy as np  # pylint: disable=import-outside-toplevel
@@ -151,7 +154,9 @@ class _Rows:
       self._mm[n] = [torch.from_numpy(rng.standard_normal((n, n), np.float32)) for _ in "ab"]
     a, b = self._mm[n]
     self._threads(threads)
-    torch.mm(a, b)
+    if (n, threads) not in self._mm_warm:
+      torch.mm(a, b)
+      self._mm_warm.add((n, threads))
     t0 = time.perf_counter()
     torch.mm(a, b)
     return time.perf_counter() - t0
@@ -199,7 +204,8 @@ class ProcessPeers:
       raise PeerError(out["error"])
     return out
 
-  def build(self, name, model, batch, threads, cast, amp, compile, kw):  # pylint: disable=redefined-builtin
+  def build(self, name, model, batch, threads, cast, amp,  # pylint: disable=redefined-builtin
+            compile, kw):
     return self._call({"op": "build", "name": name, "model": model, "batch": batch,
                        "threads": threads, "cast": cast, "amp": amp, "compile": compile,
                        "kw": kw})

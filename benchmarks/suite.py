@@ -13,7 +13,8 @@ budgets are in the lists below and docs/performance.md):
 * ``gpu`` (alias ``full``): issue 13's table in at most 470 s (8 minutes on one H100/H200):
   compare sections (``compare.py``: JAX and the PyTorch peer alternating, in one process on a GPU
   and in two on CPU (``benchmarks/peers.py``), one JAX row per ``model.rnn_impl``/``conv_impl``
-  variant against the peer's eager, AMP bf16 and ``torch.compile`` rows), then the decomposition's batch sweep (``train_step.py``, MFU).
+  variant against the peer's eager, AMP bf16 and ``torch.compile`` rows), then the
+  decomposition's batch sweep (``train_step.py``, MFU).
 * ``cpu``: per model a ``train_step.py`` sweep (fwd and train, f32 and bf16, B=32..4096), JAX vs
   the peer at B=32 and 256 (1 torch thread), ``rnn.py``, ``parallel.py`` on 4 fake devices,
   ``data_loading.py`` and ``inference.py`` (their output in the .log); up to an hour a section.
